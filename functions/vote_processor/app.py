@@ -1,0 +1,32 @@
+"""VoteProcessor: the votes table's stream -> exact tallies (one write per song per batch).
+
+Event source mapping (template.yaml): ReportBatchItemFailures, bisection on function error,
+bounded retries and record age, an on-failure queue with an alarm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import process_partial_response
+
+from mysetlist.dynamo import client_for
+from mysetlist.observability import entrypoint
+from mysetlist.settings import load_settings
+from mysetlist.stream_batch import TallyBatchProcessor, record_handler
+from mysetlist.tallies import TallyStore
+
+settings = load_settings()
+settings.require("tallies_table")
+processor = TallyBatchProcessor(
+    TallyStore(
+        client_for(settings), settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds
+    )
+)
+
+
+@entrypoint()
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return process_partial_response(  # type: ignore[return-value]
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,53 @@
+"""VotesApi: POST /api/votes (signed-in) and GET /api/votes?show_id= (anonymous or signed-in)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+
+from mysetlist import voting
+from mysetlist.api import create_app, current_caller, event_of, lambda_handler
+from mysetlist.auth import Caller, caller_from_claims
+from mysetlist.catalog_store import CatalogStore
+from mysetlist.dynamo import client_for
+from mysetlist.jwt_verify import JwtVerifier
+from mysetlist.models import Id, ShowVotes, VoteIn, VoteOut
+from mysetlist.settings import load_settings
+from mysetlist.tallies import TallyStore
+from mysetlist.votes_store import VotesStore
+
+settings = load_settings()
+settings.require("catalog_table", "votes_table", "tallies_table", "jwt_issuer", "jwt_audience")
+_db = client_for(settings)
+catalog = CatalogStore(_db, settings.catalog_table)
+votes = VotesStore(_db, settings.votes_table)
+tallies = TallyStore(_db, settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds)
+verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
+
+app = create_app("MySetlist votes API")
+
+
+async def token_holder(request: Request) -> Caller | None:
+    """The caller of an anonymous route: verified here when a token is sent (401 if it is bad)."""
+    authorization = (event_of(request).get("headers") or {}).get("authorization")
+    if not authorization:
+        return None
+    return caller_from_claims(verifier.verify(authorization))
+
+
+@app.post("/api/votes", response_model=VoteOut)
+async def cast_vote(body: VoteIn, caller: Annotated[Caller, Depends(current_caller)]) -> VoteOut:
+    return voting.cast_vote(catalog, votes, caller, body, dt.datetime.now(dt.UTC))
+
+
+@app.get("/api/votes", response_model=ShowVotes, response_model_exclude_none=False)
+async def show_votes(
+    show_id: Annotated[Id, Query(description="The show whose tallies to read")],
+    caller: Annotated[Caller | None, Depends(token_holder)],
+) -> ShowVotes:
+    return voting.show_votes(catalog, votes, tallies, show_id, caller)
+
+
+handler: Any = lambda_handler(app)

@@ -1,0 +1,97 @@
+"""DynamoDB plumbing shared by the repositories: one client per container, value conversion,
+and the mapping of throttling to a retryable 503 (nothing is changed when it happens)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from mysetlist.errors import Unavailable
+from mysetlist.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+# Throttling and capacity errors: the caller may retry; nothing was written.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+
+@lru_cache(maxsize=4)
+def client(region: str, endpoint_url: str) -> DynamoDBClient:
+    """A DynamoDB client for this container (created once; botocore clients are thread-safe)."""
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
+    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config)
+
+
+def client_for(settings: Settings) -> DynamoDBClient:
+    return client(settings.aws_region, settings.aws_endpoint_url)
+
+
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Python values -> DynamoDB attribute values (None values are left out)."""
+    return {k: _serializer.serialize(_to_dynamo(v)) for k, v in values.items() if v is not None}
+
+
+def to_value(value: Any) -> dict[str, Any]:
+    return dict(_serializer.serialize(_to_dynamo(value)))
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB attribute values -> Python values (numbers become int or float)."""
+    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    if isinstance(value, set):
+        return {_from_dynamo(v) for v in value}
+    return value
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def unavailable_on_throttle(what: str) -> Iterator[None]:
+    """Turn DynamoDB throttling (after botocore's own retries) into :class:`Unavailable`."""
+    try:
+        yield
+    except ClientError as exc:
+        if error_code(exc) in RETRYABLE_CODES:
+            raise Unavailable(f"{what} is busy; retry shortly", details={"retryable": True}) from exc
+        raise

@@ -1,0 +1,60 @@
+"""User profiles (users table): created when a Cognito sign-up is confirmed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from mysetlist.dynamo import error_code, to_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+PROFILE_SK = "PROFILE"
+
+
+class UserProfile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str
+    username: str
+    email: str | None = None
+    display_name: str | None = None
+    created_at: dt.datetime
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def profile_from_cognito_event(event: dict[str, Any], now: dt.datetime | None = None) -> UserProfile:
+    attributes = event["request"]["userAttributes"]
+    return UserProfile(
+        user_id=attributes["sub"],
+        username=event["userName"],
+        email=attributes.get("email"),
+        display_name=attributes.get("preferred_username") or attributes.get("name"),
+        created_at=now or dt.datetime.now(dt.UTC),
+    )
+
+
+class ProfileStore:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    def create_if_absent(self, profile: UserProfile) -> bool:
+        """Store the profile unless one exists (its first creation time is kept). True if created."""
+        item = {"PK": user_pk(profile.user_id), "SK": PROFILE_SK, **profile.model_dump(mode="json")}
+        try:
+            self._db.put_item(
+                TableName=self._table, Item=to_item(item), ConditionExpression="attribute_not_exists(PK)"
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
