@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Query
 
 from mysetlist import catalog
-from mysetlist.api import create_app, lambda_handler, require_roles
+from mysetlist.api import create_app, errors, lambda_handler, require_roles
 from mysetlist.auth import Caller, Role
 from mysetlist.catalog_store import CatalogStore
 from mysetlist.dynamo import client_for
@@ -25,7 +25,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]
 
 
-@app.get("/api/artists", response_model=Page[Artist])
+@app.get("/api/artists", response_model=Page[Artist], responses=errors(400))
 async def list_artists(
     query: Annotated[str, Query(max_length=100, description="Name prefix")] = "",
     limit: Limit = 20,
@@ -34,19 +34,19 @@ async def list_artists(
     return store.search_artists(query, limit, cursor)
 
 
-@app.get("/api/artists/{artist_id}", response_model=Artist)
+@app.get("/api/artists/{artist_id}", response_model=Artist, responses=errors(404))
 async def get_artist(artist_id: Annotated[Id, Path()]) -> Artist:
     return catalog.get_artist(store, artist_id)
 
 
-@app.get("/api/artists/{artist_id}/songs", response_model=Page[Song])
+@app.get("/api/artists/{artist_id}/songs", response_model=Page[Song], responses=errors(400, 404))
 async def list_songs(
     artist_id: Annotated[Id, Path()], limit: Limit = 50, cursor: Cursor = None
 ) -> Page[Song]:
     return catalog.list_artist_songs(store, artist_id, limit, cursor)
 
 
-@app.get("/api/shows", response_model=Page[Show])
+@app.get("/api/shows", response_model=Page[Show], responses=errors(400, 404))
 async def list_shows(
     artist_id: Annotated[Id | None, Query()] = None,
     status: Annotated[ShowStatus | None, Query(description="upcoming or completed")] = None,
@@ -66,12 +66,12 @@ async def list_shows(
     )
 
 
-@app.get("/api/shows/{show_id}", response_model=ShowDetail)
+@app.get("/api/shows/{show_id}", response_model=ShowDetail, responses=errors(404))
 async def get_show(show_id: Annotated[Id, Path()]) -> ShowDetail:
     return catalog.get_show_detail(store, show_id)
 
 
-@app.put("/api/shows/{show_id}/setlist", response_model=ShowDetail)
+@app.put("/api/shows/{show_id}/setlist", response_model=ShowDetail, responses=errors(401, 403, 404, 409))
 async def put_setlist(
     show_id: Annotated[Id, Path()],
     body: SetlistIn,

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
 from mysetlist.dynamo import client_for
 from mysetlist.observability import entrypoint
+from mysetlist.quarantine import SqsQuarantine
 from mysetlist.settings import load_settings
 from mysetlist.stream_batch import TallyBatchProcessor, record_handler
 from mysetlist.tallies import TallyStore
 
 settings = load_settings()
-settings.require("tallies_table")
+settings.require("tallies_table", "dead_letter_queue_url")
 processor = TallyBatchProcessor(
     TallyStore(
         client_for(settings), settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds
-    )
+    ),
+    SqsQuarantine(
+        boto3.client("sqs", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None),
+        settings.dead_letter_queue_url,
+        source="VoteProcessor",
+    ),
 )
 
 

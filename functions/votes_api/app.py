@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from mysetlist import voting
-from mysetlist.api import create_app, current_caller, event_of, lambda_handler
+from mysetlist.api import bearer, create_app, current_caller, errors, lambda_handler
 from mysetlist.auth import Caller, caller_from_claims
 from mysetlist.catalog_store import CatalogStore
 from mysetlist.dynamo import client_for
@@ -29,20 +30,21 @@ verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
 app = create_app("MySetlist votes API")
 
 
-async def token_holder(request: Request) -> Caller | None:
+async def token_holder(
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Caller | None:
     """The caller of an anonymous route: verified here when a token is sent (401 if it is bad)."""
-    authorization = (event_of(request).get("headers") or {}).get("authorization")
-    if not authorization:
+    if token is None:
         return None
-    return caller_from_claims(verifier.verify(authorization))
+    return caller_from_claims(verifier.verify(f"{token.scheme} {token.credentials}"))
 
 
-@app.post("/api/votes", response_model=VoteOut)
+@app.post("/api/votes", response_model=VoteOut, responses=errors(401, 404, 409))
 async def cast_vote(body: VoteIn, caller: Annotated[Caller, Depends(current_caller)]) -> VoteOut:
     return voting.cast_vote(catalog, votes, caller, body, dt.datetime.now(dt.UTC))
 
 
-@app.get("/api/votes", response_model=ShowVotes, response_model_exclude_none=False)
+@app.get("/api/votes", response_model=ShowVotes, responses=errors(401, 404))
 async def show_votes(
     show_id: Annotated[Id, Query(description="The show whose tallies to read")],
     caller: Annotated[Caller | None, Depends(token_holder)],

@@ -92,6 +92,19 @@ class FakeTallyStore:
 
 
 @dataclass
+class FakeQuarantine:
+    """Collects quarantined records; ``broken`` makes every send fail (the queue is down)."""
+
+    broken: bool = False
+    records: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+    def send(self, record: Any, reason: str) -> None:
+        if self.broken:
+            raise ConnectionError("queue unreachable")
+        self.records.append((dict(record), reason))
+
+
+@dataclass
 class VoteTableModel:
     """The votes table as its stream sees it: toggles become INSERT/MODIFY/REMOVE records."""
 

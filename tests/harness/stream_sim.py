@@ -73,6 +73,8 @@ def _deliver(
     try:
         response = invoke(batch)
     except FunctionError:
+        response = None  # retried below, outside this handler: each invocation is independent
+    if response is None:
         stats.function_errors += 1
         if bisect and len(batch) > 1:
             stats.bisections += 1

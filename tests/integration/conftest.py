@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
-from tests.support.template import create_tables, load_handler
+from tests.support.template import create_tables, default_template, load_handler
 
 AUDIENCE = "integration-client"
 SAMPLE = Path(__file__).resolve().parents[1] / "local_stack" / "sample_data" / "grateful-dead.jsonl"
@@ -113,8 +113,15 @@ def aws(issuer: Issuer) -> Iterator[dict[str, str]]:
     """moto for the whole session, tables created from template.yaml, settings in the env."""
     with mock_aws():
         tables = create_tables(boto3.client("dynamodb"), "it-")
+        template = default_template()
+        sqs = boto3.client("sqs")
+        queues = {
+            lid: sqs.create_queue(QueueName=template.queue_name(lid, "it-"))["QueueUrl"]
+            for lid in template.queues
+        }
         os.environ.update(
             {
+                "DEAD_LETTER_QUEUE_URL": queues["VoteProcessorDLQ"],
                 "CATALOG_TABLE": tables["CatalogTable"],
                 "VOTES_TABLE": tables["VotesTable"],
                 "TALLIES_TABLE": tables["TalliesTable"],

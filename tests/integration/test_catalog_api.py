@@ -219,3 +219,28 @@ def test_a_moderator_records_the_setlist_and_new_songs_join_the_catalogue(
         == before["grateful-dead:sick-and-tired"].times_played - 1
     )
     assert after["grateful-dead:mindbender"].times_played == before["grateful-dead:mindbender"].times_played
+
+
+def test_filtered_pages_have_no_gaps_or_repeats(catalog_api: Any, catalog: CatalogStore) -> None:
+    expected = sorted(
+        (s.date.isoformat(), s.show_id)
+        for s in catalog.artist_shows("grateful-dead")
+        if s.status.value == "completed"
+    )
+    seen: list[tuple[str, str]] = []
+    cursor: str | None = None
+    for _ in range(200):
+        query = {
+            "artist_id": "grateful-dead",
+            "status": "completed",
+            "limit": "7",
+            **({"cursor": cursor} if cursor else {}),
+        }
+        status, body = call_http(catalog_api, http_event("GET /api/shows", query=query))
+        assert status == 200
+        assert len(body["items"]) <= 7
+        seen += [(s["date"], s["show_id"]) for s in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == sorted(expected, reverse=True)

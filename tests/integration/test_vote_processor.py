@@ -96,7 +96,7 @@ def invoker(handler: Any) -> Any:
         try:
             return handler({"Records": batch}, LambdaContext(function_name="VoteProcessor"))  # type: ignore[no-any-return]
         except Exception as exc:
-            raise FunctionError(repr(exc)) from exc
+            raise FunctionError(type(exc).__name__) from None
 
     return invoke
 

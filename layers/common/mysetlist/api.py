@@ -8,12 +8,14 @@ failing fields; anything else becomes a 500 that says nothing internal (and is l
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mangum import Mangum
+from pydantic import BaseModel, Field
 
 from mysetlist.auth import Caller, Role, caller_from_event
 from mysetlist.errors import DomainError, Forbidden, Unauthorized
@@ -22,13 +24,52 @@ from mysetlist.observability import HTTP_CORRELATION, entrypoint, logger
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, validation_error")
+    message: str = Field(description="What was wrong, in words a client developer can act on")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """The body of every error this API answers (API Gateway's own 401 is {"message": ...})."""
+
+    error: ErrorDetail
+
+
+_ERROR_TEXT = {
+    400: "The request is malformed (for example a cursor from another list)",
+    401: "No valid token: sign in",
+    403: "The caller's groups do not allow this",
+    404: "No such resource",
+    409: "A concurrent change won; retry",
+    422: "A field is invalid or a business rule refuses the request",
+    500: "Something went wrong on our side",
+    503: "A dependency is busy; retry shortly (nothing was changed)",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI response entries for error ``codes`` (all with :class:`ErrorBody`)."""
+    return {code: {"model": ErrorBody, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+bearer = HTTPBearer(auto_error=False, description="A Cognito access token: Authorization: Bearer <token>")
+
+
 def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": dict(details or {})}}
 
 
 def create_app(title: str, description: str = "") -> FastAPI:
     """A FastAPI app with the platform's error handlers. Docs pages are off in Lambda."""
-    app = FastAPI(title=title, description=description, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title=title,
+        description=description,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        responses=errors(422, 500, 503),
+    )
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -73,8 +114,14 @@ async def optional_caller(request: Request) -> Caller | None:
     return caller_from_event(event_of(request))
 
 
-async def current_caller(request: Request) -> Caller:
-    """The signed-in caller; 401 when the request carries no verified token."""
+async def current_caller(
+    request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
+) -> Caller:
+    """The signed-in caller; 401 when the request carries no verified token.
+
+    API Gateway's JWT authorizer has verified the token (``_token`` only declares the scheme in
+    the OpenAPI document); the identity comes from the claims it passes on, never the request.
+    """
     caller = caller_from_event(event_of(request))
     if caller is None:
         raise Unauthorized("sign in: this route needs an 'Authorization: Bearer <token>' header")
@@ -85,7 +132,9 @@ def require_roles(*roles: Role) -> Callable[[Request], Awaitable[Caller]]:
     """A dependency that lets through signed-in callers holding any of ``roles``."""
     names = ", ".join(r.value for r in roles)
 
-    async def dependency(request: Request) -> Caller:
+    async def dependency(
+        request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
+    ) -> Caller:
         caller = await current_caller(request)
         if not caller.has_any(*roles):
             raise Forbidden(f"this action needs one of these roles: {names}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from mysetlist import keys
 from mysetlist.auth import Caller
-from mysetlist.catalog_store import CatalogStore
-from mysetlist.errors import InvalidRequest, NotFound, Unprocessable
+from mysetlist.catalog_store import CatalogStore, SetlistChange, SongCreatedConcurrently
+from mysetlist.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from mysetlist.models import (
     Artist,
     Page,
@@ -117,82 +116,42 @@ def record_setlist(
 ) -> ShowDetail:
     """Record (or correct) a show's actual setlist; new songs join the artist's catalogue.
 
-    The show becomes completed (voting closes) unless ``mark_completed`` is false. Song play
-    statistics are recomputed from the artist's setlists, so a correction leaves them exact.
+    The show becomes completed (voting closes) unless ``mark_completed`` is false. The setlist,
+    the show, new songs and the plays of every song it adds or drops are written in one
+    transaction, so play statistics stay exact and a retried request changes nothing more.
     """
-    found = store.get_show_and_setlist(show_id)
-    if found is None:
-        raise NotFound(f"no show with id '{show_id}'")
-    show, _previous = found
-    if show.status is ShowStatus.CANCELLED:
-        raise Unprocessable(f"show '{show_id}' was cancelled: it has no setlist to record")
-    for s in body.sets:
-        for title in s.songs:
-            if not keys.slugify(title):
-                raise InvalidRequest(f"song title '{title}' has no letters or digits")
-    setlist = build_setlist(
-        show.artist_id,
-        show_id,
-        ((s.name, s.songs, s.segues, s.encore or None) for s in body.sets),
-        recorded_by=caller.user_id,
-        recorded_at=now,
-    )
-    known = store.get_songs(show.artist_id, setlist.song_ids)
-    new_songs: dict[str, Song] = {}
-    for entry in (e for s in setlist.sets for e in s.songs):
-        if entry.song_id not in known and entry.song_id not in new_songs:
-            new_songs[entry.song_id] = Song(
-                song_id=entry.song_id, artist_id=show.artist_id, title=entry.title
-            )
-    updated = show.model_copy(update={"status": ShowStatus.COMPLETED}) if body.mark_completed else show
-    store.record_setlist(updated, setlist, list(new_songs.values()))
-    refresh_artist_stats(store, show.artist_id)
-    return get_show_detail(store, show_id)
-
-
-@dataclass(frozen=True, slots=True)
-class SongStats:
-    times_played: int
-    first_played: dt.date
-    last_played: dt.date
-
-
-def song_stats(dated_setlists: Iterable[tuple[str, Setlist]]) -> dict[str, SongStats]:
-    """Per song id: in how many shows it was played, and the first and last dates."""
-    stats: dict[str, SongStats] = {}
-    for date_text, setlist in dated_setlists:
-        date = dt.date.fromisoformat(date_text)
-        for song_id in dict.fromkeys(setlist.song_ids):
-            seen = stats.get(song_id)
-            if seen is None:
-                stats[song_id] = SongStats(1, date, date)
-            else:
-                stats[song_id] = SongStats(
-                    seen.times_played + 1, min(seen.first_played, date), max(seen.last_played, date)
-                )
-    return stats
-
-
-def with_stats(song: Song, stats: SongStats | None) -> Song:
-    if stats is None:
-        return song.model_copy(update={"times_played": 0, "first_played": None, "last_played": None})
-    return song.model_copy(
-        update={
-            "times_played": stats.times_played,
-            "first_played": stats.first_played,
-            "last_played": stats.last_played,
-        }
-    )
-
-
-def refresh_artist_stats(store: CatalogStore, artist_id: str) -> None:
-    """Recompute the artist's song statistics and counts from its stored setlists."""
-    stats = song_stats(store.artist_setlists(artist_id))
-    songs = store.all_songs(artist_id)
-    for song in songs:
-        fresh = with_stats(song, stats.get(song.song_id))
-        if fresh != song:
-            store.update_song_stats(fresh)
-    store.update_artist_counts(
-        artist_id, song_count=len(songs), show_count=len(store.artist_shows(artist_id))
-    )
+    for attempt in range(2):
+        found = store.get_show_and_setlist(show_id)
+        if found is None:
+            raise NotFound(f"no show with id '{show_id}'")
+        show, previous = found
+        if show.status is ShowStatus.CANCELLED:
+            raise Unprocessable(f"show '{show_id}' was cancelled: it has no setlist to record")
+        setlist = build_setlist(
+            show.artist_id,
+            show_id,
+            ((s.name, s.songs, s.segues, s.encore or None) for s in body.sets),
+            recorded_by=caller.user_id,
+            recorded_at=now,
+        )
+        new_ids = dict.fromkeys(setlist.song_ids)
+        old_ids = set(previous.song_ids) if previous else set()
+        titles = {e.song_id: e.title for st in setlist.sets for e in st.songs}
+        added = {sid: titles[sid] for sid in new_ids if sid not in old_ids}
+        known = store.get_songs(show.artist_id, added)
+        updated = show.model_copy(update={"status": ShowStatus.COMPLETED}) if body.mark_completed else show
+        change = SetlistChange(
+            show=updated,
+            setlist=setlist,
+            added=added,
+            removed=frozenset(old_ids - set(new_ids)),
+            new_song_ids=frozenset(sid for sid in added if sid not in known),
+        )
+        try:
+            store.record_setlist(change)
+        except SongCreatedConcurrently:
+            if attempt:
+                raise Conflict("the setlist is being recorded by someone else; retry") from None
+            continue  # another moderator just created one of its songs: read again
+        return get_show_detail(store, show_id)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from botocore.exceptions import ClientError
+
 from mysetlist import keys
-from mysetlist.dynamo import from_item, to_item, unavailable_on_throttle
-from mysetlist.errors import Unavailable
+from mysetlist.dynamo import RETRYABLE_CODES, error_code, from_item, to_item, unavailable_on_throttle
+from mysetlist.errors import Unavailable, Unprocessable
 from mysetlist.models import Artist, Page, Setlist, SetlistEntry, SetlistSet, Show, ShowStatus, Song, Venue
 from mysetlist.pagination import decode_cursor, encode_cursor
 
@@ -22,6 +25,23 @@ if TYPE_CHECKING:
 
 _BATCH_GET_LIMIT = 100
 _BATCH_WRITE_LIMIT = 25
+MAX_TRANSACTION_ACTIONS = 100
+_FILTERED_READ = 100
+
+
+class SongCreatedConcurrently(Exception):
+    """Another request created a song this one meant to create: re-read and try again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetlistChange:
+    """A show's new actual setlist and what it changes in the artist's songs."""
+
+    show: Show
+    setlist: Setlist
+    added: dict[str, str]  # song id -> title: songs played in the new setlist but not the old one
+    removed: frozenset[str]  # songs of the old setlist that the new one no longer has
+    new_song_ids: frozenset[str]  # songs the artist's catalogue does not have yet
 
 
 class CatalogStore:
@@ -70,14 +90,17 @@ class CatalogStore:
         return {s.song_id: s for s in songs}
 
     def all_songs(self, artist_id: str) -> list[Song]:
-        return [
-            song_from_item(i)
-            for i in self._query_all(
+        return [song_from_item(i) for i in self.raw_songs(artist_id)]
+
+    def raw_songs(self, artist_id: str) -> list[dict[str, Any]]:
+        """The artist's song items as stored (with their plays)."""
+        return list(
+            self._query_all(
                 None,
                 "PK = :pk AND begins_with(SK, :song)",
                 {":pk": keys.artist_pk(artist_id), ":song": "SONG#"},
             )
-        ]
+        )
 
     # ------------------------------------------------------------------ shows
     def get_show(self, show_id: str) -> Show | None:
@@ -155,26 +178,80 @@ class CatalogStore:
         rows = self._query_all("GSI1", "GSI1PK = :pk", {":pk": keys.artist_shows_gsi1pk(artist_id)})
         return [show_from_item(i) for i in rows]
 
-    def record_setlist(self, show: Show, setlist: Setlist, new_songs: Sequence[Song]) -> None:
-        """Store a show's actual setlist, its new songs and its status, all or nothing."""
+    def record_setlist(self, change: SetlistChange) -> None:
+        """Store a show's actual setlist, its status, the songs' plays and new songs, atomically.
+
+        Raises :class:`SongCreatedConcurrently` when another request created one of the new songs
+        in the meantime (re-read and try again), :class:`Unavailable` when throttled, and
+        :class:`Unprocessable` when the change is too large for one transaction.
+        """
+        show, setlist = change.show, change.setlist
         actions: list[dict[str, Any]] = [
             {"Put": {"TableName": self._table, "Item": to_item(setlist_item(show, setlist))}},
             {"Put": {"TableName": self._table, "Item": to_item(show_item(show))}},
         ]
-        actions += [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": to_item(song_item(song)),
-                    # A concurrent recording may have created the same new song: keep the first.
-                    "ConditionExpression": "attribute_not_exists(PK)",
-                }
+        play = {play_key(show.date.isoformat(), show.show_id)}
+        for song_id, title in change.added.items():
+            is_new = song_id in change.new_song_ids
+            update: dict[str, Any] = {
+                "TableName": self._table,
+                "Key": to_item({"PK": keys.artist_pk(show.artist_id), "SK": keys.song_sk(song_id)}),
+                "UpdateExpression": "SET #type = :song, song_id = :id, artist_id = :artist, "
+                "title = if_not_exists(title, :title) ADD plays :play",
+                "ExpressionAttributeNames": {"#type": "type"},
+                "ExpressionAttributeValues": to_item(
+                    {
+                        ":song": "song",
+                        ":id": song_id,
+                        ":artist": show.artist_id,
+                        ":title": title,
+                        ":play": play,
+                    }
+                ),
             }
-            for song in new_songs
-        ]
-        with unavailable_on_throttle("the catalogue"):
-            for chunk in _chunks(actions, 100):
-                self._db.transact_write_items(TransactItems=chunk)  # type: ignore[arg-type]
+            # A song is created once: a concurrent recording that created it first wins.
+            update["ConditionExpression"] = "attribute_not_exists(PK)" if is_new else "attribute_exists(PK)"
+            actions.append({"Update": update})
+        for song_id in change.removed:
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": to_item({"PK": keys.artist_pk(show.artist_id), "SK": keys.song_sk(song_id)}),
+                        "UpdateExpression": "DELETE plays :play",
+                        "ExpressionAttributeValues": to_item({":play": play}),
+                    }
+                }
+            )
+        if change.new_song_ids:
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": to_item({"PK": keys.artist_pk(show.artist_id), "SK": keys.META}),
+                        "UpdateExpression": "ADD song_count :n",
+                        "ExpressionAttributeValues": to_item({":n": len(change.new_song_ids)}),
+                    }
+                }
+            )
+        if len(actions) > MAX_TRANSACTION_ACTIONS:
+            raise Unprocessable(
+                f"this change touches {len(actions) - 2} songs at once, more than one update can hold "
+                f"({MAX_TRANSACTION_ACTIONS - 3}): record it in two steps",
+                details={"songs_changed": len(actions) - 2},
+            )
+        try:
+            self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except ClientError as exc:
+            response: Any = exc.response
+            reasons = {str(r.get("Code")) for r in response.get("CancellationReasons") or []}
+            if "ConditionalCheckFailed" in reasons:
+                raise SongCreatedConcurrently(show.show_id) from exc
+            if error_code(exc) in RETRYABLE_CODES or {"ThrottlingError", "TransactionConflict"} & reasons:
+                raise Unavailable(
+                    "the catalogue is busy; retry shortly", details={"retryable": True}
+                ) from exc
+            raise
 
     # ------------------------------------------------------------------ bulk (import, stats)
     def get_many(self, wanted: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -193,30 +270,6 @@ class CatalogStore:
         if batch:
             count += self._write_batch(batch)
         return count
-
-    def update_song_stats(self, song: Song) -> None:
-        self._db.update_item(
-            TableName=self._table,
-            Key=to_item({"PK": keys.artist_pk(song.artist_id), "SK": keys.song_sk(song.song_id)}),
-            UpdateExpression="SET times_played = :n, first_played = :first, last_played = :last",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item(
-                {
-                    ":n": song.times_played,
-                    ":first": song.first_played.isoformat() if song.first_played else "",
-                    ":last": song.last_played.isoformat() if song.last_played else "",
-                }
-            ),
-        )
-
-    def update_artist_counts(self, artist_id: str, *, song_count: int, show_count: int) -> None:
-        self._db.update_item(
-            TableName=self._table,
-            Key=to_item({"PK": keys.artist_pk(artist_id), "SK": keys.META}),
-            UpdateExpression="SET song_count = :songs, show_count = :shows",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item({":songs": song_count, ":shows": show_count}),
-        )
 
     # ------------------------------------------------------------------ plumbing
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
@@ -268,8 +321,10 @@ class CatalogStore:
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One page of up to ``limit`` matching items and the key to continue from.
 
-        With a filter DynamoDB may return fewer items than asked per request, so keep reading
-        until the page is full or the partition is exhausted.
+        A filter discards items after DynamoDB has read them, so with one each request reads
+        at least ``_FILTERED_READ`` items (asking for only the missing few would take a round
+        trip per item). A read that overshoots is cut at ``limit`` and the cursor then points at
+        the last item returned, so the next page starts right after it.
         """
         kwargs: dict[str, Any] = {
             "TableName": self._table,
@@ -282,18 +337,23 @@ class CatalogStore:
         if filter_expression:
             kwargs["FilterExpression"] = filter_expression
             kwargs["ExpressionAttributeNames"] = {"#status": "status"}
-        items: list[dict[str, Any]] = []
+        key_names = ["PK", "SK", *([f"{index}PK", f"{index}SK"] if index else [])]
+        raw: list[dict[str, Any]] = []
         last = start
         while True:
-            kwargs["Limit"] = limit - len(items)
+            wanted = limit - len(raw)
+            kwargs["Limit"] = max(wanted, _FILTERED_READ) if filter_expression else wanted
             if last:
                 kwargs["ExclusiveStartKey"] = last
             with unavailable_on_throttle("the catalogue"):
                 response = self._db.query(**kwargs)
-            items += [from_item(i) for i in response.get("Items", [])]
+            raw += response.get("Items", [])
             last = response.get("LastEvaluatedKey")
-            if not last or len(items) >= limit:
-                return items, last
+            if len(raw) > limit:
+                raw = raw[:limit]
+                last = {name: raw[-1][name] for name in key_names}
+            if not last or len(raw) == limit:
+                return [from_item(i) for i in raw], last
 
     def _query_all(
         self, index: str | None, condition: str, values: Mapping[str, Any], *, consistent: bool = False
@@ -359,19 +419,36 @@ def venue_from_item(item: Mapping[str, Any]) -> Venue:
     return Venue.model_validate({k: item.get(k) for k in Venue.model_fields})
 
 
-def song_item(song: Song) -> dict[str, Any]:
-    data = song.model_dump(mode="json")
-    return {"PK": keys.artist_pk(song.artist_id), "SK": keys.song_sk(song.song_id), "type": "song", **data}
+def play_key(date: str, show_id: str) -> str:
+    """One play of a song, as kept in the song's ``plays`` set: '<date>#<show id>'."""
+    return f"{date}#{show_id}"
+
+
+def song_item(song: Song, plays: Iterable[str] = ()) -> dict[str, Any]:
+    """A song item. Play statistics are not stored: they derive from ``plays`` when read."""
+    item: dict[str, Any] = {
+        "PK": keys.artist_pk(song.artist_id),
+        "SK": keys.song_sk(song.song_id),
+        "type": "song",
+        "song_id": song.song_id,
+        "artist_id": song.artist_id,
+        "title": song.title,
+    }
+    played = set(plays)
+    if played:  # DynamoDB has no empty sets
+        item["plays"] = played
+    return item
 
 
 def song_from_item(item: Mapping[str, Any]) -> Song:
+    dates = sorted(str(p).split("#", 1)[0] for p in item.get("plays") or ())
     return Song(
         song_id=item["song_id"],
         artist_id=item["artist_id"],
         title=item["title"],
-        times_played=item.get("times_played", 0),
-        first_played=item.get("first_played") or None,
-        last_played=item.get("last_played") or None,
+        times_played=len(dates),
+        first_played=dt.date.fromisoformat(dates[0]) if dates else None,
+        last_played=dt.date.fromisoformat(dates[-1]) if dates else None,
     )
 
 

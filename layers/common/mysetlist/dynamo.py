@@ -36,14 +36,20 @@ RETRYABLE_CODES = frozenset(
 
 
 @lru_cache(maxsize=4)
-def client(region: str, endpoint_url: str) -> DynamoDBClient:
-    """A DynamoDB client for this container (created once; botocore clients are thread-safe)."""
-    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
+def client(region: str, endpoint_url: str, read_timeout: float = 5.0) -> DynamoDBClient:
+    """A DynamoDB client for this container (created once; botocore clients are thread-safe).
+
+    Request handlers keep the short default: a slow call should fail fast and be retried by the
+    client. Batch tools (the importer) read megabytes per request and pass a longer one.
+    """
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=read_timeout
+    )
     return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config)
 
 
-def client_for(settings: Settings) -> DynamoDBClient:
-    return client(settings.aws_region, settings.aws_endpoint_url)
+def client_for(settings: Settings, *, read_timeout: float = 5.0) -> DynamoDBClient:
+    return client(settings.aws_region, settings.aws_endpoint_url, read_timeout)
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,16 +24,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mysetlist import keys
-from mysetlist.catalog import build_setlist, song_stats, with_stats
+from mysetlist.catalog import build_setlist
 from mysetlist.catalog_store import (
     CatalogStore,
     artist_item,
+    play_key,
     setlist_item,
     show_item,
     song_item,
     venue_item,
 )
-from mysetlist.dynamo import client_for, to_item
+from mysetlist.dynamo import client_for, from_item, to_item
 from mysetlist.models import Artist, Id, Setlist, Show, ShowStatus, Song, Venue
 from mysetlist.settings import Settings
 
@@ -148,7 +149,7 @@ def import_lines(
 def import_file(path: Path, settings: Settings, *, report: Callable[[str], None] = print) -> ImportReport:
     """Import one JSON Lines file into the catalogue table named by ``settings``."""
     settings.require("catalog_table")
-    store = CatalogStore(client_for(settings), settings.catalog_table)
+    store = CatalogStore(client_for(settings, read_timeout=120), settings.catalog_table)
     with path.open(encoding="utf-8") as handle:
         result = import_lines(store, handle, warn=report)
     report(f"{path.name}: {result.summary()}")
@@ -162,7 +163,7 @@ class _ArtistState:
     artist_id: str
     stored_shows: dict[str, Show]
     stored_setlists: dict[str, tuple[str, Setlist]]
-    stored_songs: dict[str, Song]
+    stored_songs: dict[str, dict[str, Any]]  # raw song items (with their plays)
     venues: dict[str, Venue] = field(default_factory=dict)
     shows: dict[str, Show] = field(default_factory=dict)
     setlists: dict[str, tuple[str, Setlist]] = field(default_factory=dict)
@@ -177,19 +178,20 @@ def _import_artist(
         artist_id=artist_id,
         stored_shows={s.show_id: s for s in store.artist_shows(artist_id)},
         stored_setlists={s.show_id: (date, s) for date, s in store.artist_setlists(artist_id)},
-        stored_songs={s.song_id: s for s in store.all_songs(artist_id)},
+        stored_songs={i["song_id"]: i for i in store.raw_songs(artist_id)},
     )
     state.shows = dict(state.stored_shows)
     state.setlists = dict(state.stored_setlists)
-    state.titles = {song_id: s.title for song_id, s in state.stored_songs.items()}
+    state.titles = {song_id: str(i["title"]) for song_id, i in state.stored_songs.items()}
     for line in lines:
         _merge_line(state, line, today, report)
 
-    stats = song_stats(state.setlists.values())
+    plays: dict[str, set[str]] = {}
+    for date, setlist in state.setlists.values():
+        for song_id in set(setlist.song_ids):
+            plays.setdefault(song_id, set()).add(play_key(date, setlist.show_id))
     songs = [
-        with_stats(
-            state.stored_songs.get(sid) or Song(song_id=sid, artist_id=artist_id, title=title), stats.get(sid)
-        )
+        song_item(Song(song_id=sid, artist_id=artist_id, title=title), plays.get(sid, ()))
         for sid, title in state.titles.items()
     ]
     artist = Artist(artist_id=artist_id, name=name, song_count=len(songs), show_count=len(state.shows))
@@ -197,7 +199,7 @@ def _import_artist(
     desired += [("venues", venue_item(v)) for v in state.venues.values()]
     desired += [("shows", show_item(s)) for s in state.shows.values()]
     desired += [("setlists", setlist_item(state.shows[sid], sl)) for sid, (_, sl) in state.setlists.items()]
-    desired += [("songs", song_item(s)) for s in songs]
+    desired += [("songs", item) for item in songs]
     _write_changed(store, state, desired, report)
 
 
@@ -257,17 +259,22 @@ def _write_changed(
             stored[(keys.show_pk(sid), keys.ACTUAL_SETLIST_SK)] = setlist_item(
                 state.stored_shows[sid], setlist
             )
-    for song in state.stored_songs.values():
-        stored[(keys.artist_pk(state.artist_id), keys.song_sk(song.song_id))] = song_item(song)
+    for raw in state.stored_songs.values():
+        stored[(raw["PK"], raw["SK"])] = raw
     changed: list[dict[str, Any]] = []
     for kind, item in desired:
         before = stored.get((item["PK"], item["SK"]))
-        if before is not None and to_item(before) == to_item(item):
+        if before is not None and _same(before, item):
             report.unchanged += 1
             continue
         changed.append(item)
         report.written[kind] = report.written.get(kind, 0) + 1
     store.put_many(changed)
+
+
+def _same(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Equal as DynamoDB would store them (numbers normalised, sets compared as sets)."""
+    return from_item(to_item(stored)) == from_item(to_item(wanted))
 
 
 def _segues(set_in: SetIn) -> list[bool] | None:

@@ -23,6 +23,8 @@ class Settings(BaseModel):
     votes_table: str = ""
     tallies_table: str = ""
     users_table: str = ""
+    # The function's own dead-letter queue (unreadable stream records go there).
+    dead_letter_queue_url: str = ""
     # Local stack and tests only: where the AWS APIs live (moto's server). Empty in AWS.
     aws_endpoint_url: str = ""
     aws_region: str = "us-east-1"

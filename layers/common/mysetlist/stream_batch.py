@@ -1,15 +1,16 @@
 """Powertools' BatchProcessor, extended to count a whole delivery at once.
 
 Powertools calls the record handler per record (here: parse it into a :class:`VoteChange`);
-this subclass then applies the parsed records as one delivery (:func:`apply_delivery`) and
-reports as failed every record that was not counted, so Lambda replays exactly those.
+this subclass then quarantines unreadable records, applies the rest as one delivery
+(:func:`apply_delivery`) and reports as failed every record that was not counted, so Lambda
+replays exactly those.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
@@ -18,35 +19,56 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from mysetlist.observability import logger, metrics
 from mysetlist.tallies import TallyPort, VoteChange, apply_delivery, change_from_record
 
+Parsed = list[tuple[dict[str, Any], VoteChange]]
+
+
+class Quarantine(Protocol):
+    """Where unreadable records go (the function's dead-letter queue, which has an alarm)."""
+
+    def send(self, record: Mapping[str, Any], reason: str) -> None: ...
+
 
 def record_handler(record: DynamoDBRecord) -> VoteChange:
-    """Parse one stream record (a malformed record raises and is reported as failed)."""
-    return change_from_record(record.raw_event)
+    """Parse one stream record. An unreadable one becomes a no-op change carrying the reason:
+    failing it would make Lambda retry it, then give up on the valid votes after it too."""
+    try:
+        return change_from_record(record.raw_event)
+    except (KeyError, TypeError, ValueError) as exc:
+        sequence = str((record.raw_event.get("dynamodb") or {}).get("SequenceNumber", ""))
+        if not sequence:
+            raise  # without a sequence number it cannot even be reported: fail it
+        return VoteChange(sequence, None, problem=f"{type(exc).__name__}: {exc}")
 
 
 class TallyBatchProcessor(BatchProcessor):
     """Parses records one by one, then counts the delivery's parsed prefix exactly once."""
 
-    def __init__(self, store: TallyPort, *, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self, store: TallyPort, quarantine: Quarantine, *, clock: Callable[[], dt.datetime] | None = None
+    ) -> None:
         super().__init__(event_type=EventType.DynamoDBStreams)
         self._store = store
+        self._quarantine = quarantine
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
     def process(self) -> list[tuple[Any, ...]]:
         results = super().process()
-        parsed: list[tuple[dict[str, Any], VoteChange]] = []
+        parsed: Parsed = []
         for status, result, record in results:
             if status != "success":
                 break  # Lambda replays from the first failure: count nothing after it
             parsed.append((record, result))
-        if not parsed:
-            return results
+        parsed = self._quarantine_unreadable(parsed)
+        if parsed:
+            self._count(parsed)
+        return results
+
+    def _count(self, parsed: Parsed) -> None:
         context = getattr(self, "lambda_context", None)
-        time_left: Callable[[], float] = (
-            (lambda: context.get_remaining_time_in_millis() / 1000)
-            if context is not None
-            else (lambda: float("inf"))
-        )
+
+        def time_left() -> float:
+            return context.get_remaining_time_in_millis() / 1000 if context is not None else float("inf")
+
         outcome = apply_delivery(
             self._store,
             stream_arn=str(parsed[0][0].get("eventSourceARN", "")),
@@ -61,9 +83,28 @@ class TallyBatchProcessor(BatchProcessor):
             error = outcome.error or TimeoutError("not enough time left to count the rest of the batch")
             logger.warning(
                 "counted part of the batch; the rest will be replayed",
-                extra={"counted": outcome.first_unapplied, "records": len(results), "error": repr(error)},
+                extra={"counted": outcome.first_unapplied, "records": len(parsed), "error": repr(error)},
             )
-            for record, _ in parsed[outcome.first_unapplied :]:
-                self.success_messages.remove(record)  # type: ignore[arg-type]  # Powertools keeps raw records here
-                self.failure_handler(record=DynamoDBRecord(record), exception=(type(error), error, None))
-        return results
+            self._fail_from(parsed, outcome.first_unapplied, error)
+
+    def _quarantine_unreadable(self, parsed: Parsed) -> Parsed:
+        """Send unreadable records to the dead-letter queue. If that fails, that record and all
+        after it are reported as failed (Lambda retries them); the prefix before it is kept.
+        Quarantined records stay in the delivery as no-ops, so its checkpoint marker lists them."""
+        for index, (record, change) in enumerate(parsed):
+            if change.problem is None:
+                continue
+            try:
+                self._quarantine.send(record, change.problem)
+            except Exception as exc:
+                logger.exception("could not quarantine an unreadable record")
+                self._fail_from(parsed, index, exc)
+                return parsed[:index]
+            logger.error("unreadable stream record quarantined", extra={"reason": change.problem})
+            metrics.add_metric(name="StreamRecordsQuarantined", unit=MetricUnit.Count, value=1)
+        return parsed
+
+    def _fail_from(self, parsed: Parsed, index: int, error: BaseException) -> None:
+        for record, _ in parsed[index:]:
+            self.success_messages.remove(record)  # type: ignore[arg-type]  # Powertools keeps raw records here
+            self.failure_handler(record=DynamoDBRecord(record), exception=(type(error), error, None))

@@ -19,7 +19,6 @@ Lambda retries from its checkpoint, so every record must count exactly once:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,10 +46,12 @@ class TallyDelta:
 
 @dataclass(frozen=True, slots=True)
 class VoteChange:
-    """One stream record, reduced to what tallies need. ``delta`` is None for no-op writes."""
+    """One stream record, reduced to what tallies need. ``delta`` is None for no-op writes and
+    for unreadable records (``problem`` says why; they are quarantined, not counted)."""
 
     sequence_number: str
     delta: TallyDelta | None
+    problem: str | None = None
 
 
 def _contribution(image: Mapping[str, Any] | None) -> tuple[int, int]:
@@ -231,10 +232,9 @@ class TallyStore:
                     }
                 }
             )
-        # The token makes botocore's own retry of this request (after a timeout, say) a no-op
-        # when the first attempt committed: the transaction is idempotent for ten minutes.
-        token = hashlib.sha256(f"{key}#{version}".encode()).hexdigest()[:36]
-        self._db.transact_write_items(TransactItems=actions, ClientRequestToken=token)  # type: ignore[arg-type]
+        # botocore gives the request an idempotency token and keeps it across its own retries,
+        # so a retry after a lost response does not apply the transaction twice.
+        self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
         return Marker(key=key, sequences=all_sequences, version=version + 1)
 
     def forward(self, *, stream_arn: str, sequences: Sequence[str], now: dt.datetime) -> None:
