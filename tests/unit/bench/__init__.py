@@ -1,0 +1,1 @@
+"""Unit tests of the build checks and benchmark helpers (tests/bench): no build, no network."""
