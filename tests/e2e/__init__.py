@@ -1,0 +1,1 @@
+"""End-to-end tests: the local stack over HTTP (``make test-e2e``)."""

@@ -1,0 +1,1 @@
+"""Test support shared by every tier and the local stack: the template reader and a private Valkey."""
