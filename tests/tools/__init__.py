@@ -1,0 +1,1 @@
+"""Developer tools run through make targets (not shipped, not tests)."""
