@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.batch import process_partial_response
+from botocore.config import Config
 
 from mysetlist.dynamo import client_for
 from mysetlist.observability import entrypoint
@@ -25,7 +26,12 @@ processor = TallyBatchProcessor(
         client_for(settings), settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds
     ),
     SqsQuarantine(
-        boto3.client("sqs", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None),
+        boto3.client(
+            "sqs",
+            region_name=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url or None,
+            config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5),
+        ),
         settings.dead_letter_queue_url,
         source="VoteProcessor",
     ),

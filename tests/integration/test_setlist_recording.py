@@ -84,8 +84,8 @@ def test_a_song_created_concurrently_is_read_again_not_duplicated(
 
         raced = False
 
-        def get_songs(self, artist_id: str, song_ids: Any) -> dict[str, Song]:
-            found = super().get_songs(artist_id, song_ids)
+        def song_titles(self, artist_id: str, song_ids: Any) -> dict[str, str]:
+            found = super().song_titles(artist_id, song_ids)
             if not self.raced:
                 self.raced = True
                 record_setlist(store, f"{ARTIST}:2011-01-02", body("Racy"), MOD, NOW)
@@ -107,3 +107,34 @@ def test_a_change_too_large_for_one_transaction_is_refused_whole(store: CatalogS
     with pytest.raises(Unprocessable, match="two steps"):
         record_setlist(store, f"{ARTIST}:2011-01-04", body(*[f"New {i}" for i in range(60)]), MOD, NOW)
     assert songs(store) == before
+
+
+def test_two_corrections_of_one_show_at_once_leave_plays_exact(
+    store: CatalogStore, dynamodb: Any, settings: Any
+) -> None:
+    show_id = f"{ARTIST}:2011-01-05"
+    record_setlist(store, show_id, body("A"), MOD, NOW)
+
+    class Racing(CatalogStore):
+        """Another moderator corrects the same show between this request's read and write."""
+
+        raced = False
+
+        def song_titles(self, artist_id: str, song_ids: Any) -> dict[str, str]:
+            found = super().song_titles(artist_id, song_ids)
+            if not self.raced:
+                self.raced = True
+                record_setlist(store, show_id, body("C"), MOD, NOW)  # A -> C
+            return found
+
+    before = songs(store)
+    detail = record_setlist(
+        Racing(dynamodb, settings.catalog_table), show_id, body("B"), MOD, NOW
+    )  # read A, retried
+    assert [e.title for s in (detail.setlist.sets if detail.setlist else []) for e in s.songs] == ["B"]
+    assert detail.setlist is not None
+    assert detail.setlist.revision == 3
+    after = songs(store)
+    assert after["a"].times_played == before["a"].times_played - 1
+    assert after["b"].times_played == before["b"].times_played + 1
+    assert after["c"].times_played == before["c"].times_played  # C came and went with the racing write

@@ -319,7 +319,8 @@ class LocalStack:
 
         The stack's values win: ``AWS_ENDPOINT_URL`` (moto), ``CACHE_URL`` (the private Valkey),
         ``JWT_ISSUER``/``JWT_AUDIENCE`` (the local issuer stands in for the user pool),
-        ``POWERTOOLS_TRACE_DISABLED=true`` (no X-Ray daemon), ``POWERTOOLS_DEV=false``.
+        ``POWERTOOLS_TRACE_DISABLED=true`` (no X-Ray daemon), ``POWERTOOLS_DEV=false``,
+        ``DYNAMODB_READ_TIMEOUT=30`` (moto's transactions are slow on a large table).
         """
         resolver = self.template.resolver(
             parameter_overrides=self.config.parameter_overrides,
@@ -338,6 +339,9 @@ class LocalStack:
             "JWT_AUDIENCE": tokens.AUDIENCE,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_DEV": "false",
+            # moto deep-copies every table a TransactWriteItems touches (about 1 s per call on
+            # the seeded catalogue); AWS needs no such margin, so only the local stack sets it.
+            "DYNAMODB_READ_TIMEOUT": "30",
         }
         environments: dict[str, dict[str, str]] = {}
         for function_id, spec in self.template.functions.items():

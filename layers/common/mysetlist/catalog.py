@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from mysetlist import keys
 from mysetlist.auth import Caller
-from mysetlist.catalog_store import CatalogStore, SetlistChange, SongCreatedConcurrently
+from mysetlist.catalog_store import CatalogStore, ChangedConcurrently, SetlistChange
 from mysetlist.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from mysetlist.models import (
     Artist,
@@ -87,6 +87,7 @@ def build_setlist(
     *,
     recorded_by: str | None,
     recorded_at: dt.datetime | None,
+    revision: int = 0,
 ) -> Setlist:
     """A setlist from (set name, titles, segues, encore flag) in play order; positions run over
     the whole show. Song ids are derived from the title, so spelling variants that differ only
@@ -108,7 +109,9 @@ def build_setlist(
         built.append(
             SetlistSet(name=name, encore=is_encore(name) if encore is None else encore, songs=entries)
         )
-    return Setlist(show_id=show_id, sets=built, recorded_by=recorded_by, recorded_at=recorded_at)
+    return Setlist(
+        show_id=show_id, sets=built, recorded_by=recorded_by, recorded_at=recorded_at, revision=revision
+    )
 
 
 def record_setlist(
@@ -133,12 +136,13 @@ def record_setlist(
             ((s.name, s.songs, s.segues, s.encore or None) for s in body.sets),
             recorded_by=caller.user_id,
             recorded_at=now,
+            revision=previous.revision + 1 if previous else 1,
         )
         new_ids = dict.fromkeys(setlist.song_ids)
         old_ids = set(previous.song_ids) if previous else set()
         titles = {e.song_id: e.title for st in setlist.sets for e in st.songs}
         added = {sid: titles[sid] for sid in new_ids if sid not in old_ids}
-        known = store.get_songs(show.artist_id, added)
+        known = store.song_titles(show.artist_id, added)
         updated = show.model_copy(update={"status": ShowStatus.COMPLETED}) if body.mark_completed else show
         change = SetlistChange(
             show=updated,
@@ -146,12 +150,16 @@ def record_setlist(
             added=added,
             removed=frozenset(old_ids - set(new_ids)),
             new_song_ids=frozenset(sid for sid in added if sid not in known),
+            previous_revision=previous.revision if previous else None,
         )
         try:
             store.record_setlist(change)
-        except SongCreatedConcurrently:
+        except ChangedConcurrently:
             if attempt:
-                raise Conflict("the setlist is being recorded by someone else; retry") from None
-            continue  # another moderator just created one of its songs: read again
+                raise Conflict(
+                    "this show's setlist is being recorded by someone else; retry",
+                    details={"retryable": True},
+                ) from None
+            continue  # another moderator changed this setlist or created one of its songs: read again
         return get_show_detail(store, show_id)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
-from mysetlist.dynamo import RETRYABLE_CODES, error_code, from_item, to_item, unavailable_on_throttle
+from mysetlist.dynamo import from_item, raise_unavailable_for, to_item, unavailable_on_throttle
 from mysetlist.errors import Unavailable, Unprocessable
 from mysetlist.models import Artist, Page, Setlist, SetlistEntry, SetlistSet, Show, ShowStatus, Song, Venue
 from mysetlist.pagination import decode_cursor, encode_cursor
@@ -29,8 +29,9 @@ MAX_TRANSACTION_ACTIONS = 100
 _FILTERED_READ = 100
 
 
-class SongCreatedConcurrently(Exception):
-    """Another request created a song this one meant to create: re-read and try again."""
+class ChangedConcurrently(Exception):
+    """Another request changed the show's setlist or created one of its new songs since this
+    one read them: re-read and try again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class SetlistChange:
     added: dict[str, str]  # song id -> title: songs played in the new setlist but not the old one
     removed: frozenset[str]  # songs of the old setlist that the new one no longer has
     new_song_ids: frozenset[str]  # songs the artist's catalogue does not have yet
+    previous_revision: int | None  # revision of the setlist it replaces (None: the show had none)
 
 
 class CatalogStore:
@@ -78,16 +80,17 @@ class CatalogStore:
         )
         return Page[Song](items=[song_from_item(i) for i in items], next_cursor=encode_cursor(last))
 
-    def get_song(self, artist_id: str, song_id: str) -> Song | None:
-        item = self._get(keys.artist_pk(artist_id), keys.song_sk(song_id))
-        return song_from_item(item) if item else None
+    def song_exists(self, artist_id: str, song_id: str) -> bool:
+        """Whether the artist has the song (reads only its key: a song's plays can be large)."""
+        return self._get(keys.artist_pk(artist_id), keys.song_sk(song_id), projection="PK") is not None
 
-    def get_songs(self, artist_id: str, song_ids: Iterable[str]) -> dict[str, Song]:
-        """The artist's songs among ``song_ids`` (unknown ids are absent from the result)."""
+    def song_titles(self, artist_id: str, song_ids: Iterable[str]) -> dict[str, str]:
+        """Titles of the artist's songs among ``song_ids`` (unknown ids are absent)."""
         pk = keys.artist_pk(artist_id)
-        found = self._batch_get([(pk, keys.song_sk(s)) for s in dict.fromkeys(song_ids)])
-        songs = (song_from_item(i) for i in found)
-        return {s.song_id: s for s in songs}
+        found = self._batch_get(
+            [(pk, keys.song_sk(s)) for s in dict.fromkeys(song_ids)], projection="song_id, title"
+        )
+        return {str(i["song_id"]): str(i["title"]) for i in found}
 
     def all_songs(self, artist_id: str) -> list[Song]:
         return [song_from_item(i) for i in self.raw_songs(artist_id)]
@@ -181,13 +184,22 @@ class CatalogStore:
     def record_setlist(self, change: SetlistChange) -> None:
         """Store a show's actual setlist, its status, the songs' plays and new songs, atomically.
 
-        Raises :class:`SongCreatedConcurrently` when another request created one of the new songs
-        in the meantime (re-read and try again), :class:`Unavailable` when throttled, and
+        Raises :class:`ChangedConcurrently` when another request recorded this show's setlist or
+        created one of the new songs in the meantime (re-read and try again), :class:`Unavailable`
+        when throttled, and
         :class:`Unprocessable` when the change is too large for one transaction.
         """
         show, setlist = change.show, change.setlist
+        # The setlist replaces exactly the revision this change was computed from: two corrections
+        # of one show at once would otherwise both move the same plays.
+        put_setlist: dict[str, Any] = {"TableName": self._table, "Item": to_item(setlist_item(show, setlist))}
+        if change.previous_revision is None:
+            put_setlist["ConditionExpression"] = "attribute_not_exists(PK)"
+        else:
+            put_setlist["ConditionExpression"] = "revision = :seen"
+            put_setlist["ExpressionAttributeValues"] = to_item({":seen": change.previous_revision})
         actions: list[dict[str, Any]] = [
-            {"Put": {"TableName": self._table, "Item": to_item(setlist_item(show, setlist))}},
+            {"Put": put_setlist},
             {"Put": {"TableName": self._table, "Item": to_item(show_item(show))}},
         ]
         play = {play_key(show.date.isoformat(), show.show_id)}
@@ -235,10 +247,11 @@ class CatalogStore:
                 }
             )
         if len(actions) > MAX_TRANSACTION_ACTIONS:
+            songs = len(change.added) + len(change.removed)
+            room = songs - (len(actions) - MAX_TRANSACTION_ACTIONS)
             raise Unprocessable(
-                f"this change touches {len(actions) - 2} songs at once, more than one update can hold "
-                f"({MAX_TRANSACTION_ACTIONS - 3}): record it in two steps",
-                details={"songs_changed": len(actions) - 2},
+                f"this change adds or drops {songs} songs; one update can hold {room}: record it in two steps",
+                details={"songs_changed": songs, "limit": room},
             )
         try:
             self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
@@ -246,11 +259,13 @@ class CatalogStore:
             response: Any = exc.response
             reasons = {str(r.get("Code")) for r in response.get("CancellationReasons") or []}
             if "ConditionalCheckFailed" in reasons:
-                raise SongCreatedConcurrently(show.show_id) from exc
-            if error_code(exc) in RETRYABLE_CODES or {"ThrottlingError", "TransactionConflict"} & reasons:
+                raise ChangedConcurrently(show.show_id) from exc
+            if {"ThrottlingError", "TransactionConflict"} & reasons:
                 raise Unavailable(
-                    "the catalogue is busy; retry shortly", details={"retryable": True}
+                    "the catalogue is busy; retry shortly (nothing was changed)",
+                    details={"retryable": True, "outcome": "unchanged"},
                 ) from exc
+            raise_unavailable_for(exc, "the catalogue")
             raise
 
     # ------------------------------------------------------------------ bulk (import, stats)
@@ -272,19 +287,27 @@ class CatalogStore:
         return count
 
     # ------------------------------------------------------------------ plumbing
-    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+    def _get(self, pk: str, sk: str, *, projection: str | None = None) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {"TableName": self._table, "Key": to_item({"PK": pk, "SK": sk})}
+        if projection:
+            kwargs["ProjectionExpression"] = projection
         with unavailable_on_throttle("the catalogue"):
-            response = self._db.get_item(TableName=self._table, Key=to_item({"PK": pk, "SK": sk}))
+            response = self._db.get_item(**kwargs)
         item = response.get("Item")
         return from_item(item) if item else None
 
-    def _batch_get(self, wanted: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _batch_get(
+        self, wanted: Sequence[tuple[str, str]], *, projection: str | None = None
+    ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(wanted))
         for chunk in _chunks(unique, _BATCH_GET_LIMIT):
-            request: dict[str, Any] = {
-                self._table: {"Keys": [to_item({"PK": pk, "SK": sk}) for pk, sk in chunk]}
+            keys_and_attributes: dict[str, Any] = {
+                "Keys": [to_item({"PK": pk, "SK": sk}) for pk, sk in chunk]
             }
+            if projection:
+                keys_and_attributes["ProjectionExpression"] = projection
+            request: dict[str, Any] = {self._table: keys_and_attributes}
             for _attempt in range(8):
                 with unavailable_on_throttle("the catalogue"):
                     response = self._db.batch_get_item(RequestItems=request)
@@ -499,4 +522,5 @@ def setlist_from_item(item: Mapping[str, Any]) -> Setlist:
         ],
         recorded_by=item.get("recorded_by"),
         recorded_at=item.get("recorded_at"),
+        revision=item.get("revision", 0),
     )

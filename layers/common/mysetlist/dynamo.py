@@ -23,16 +23,12 @@ if TYPE_CHECKING:
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
-# Throttling and capacity errors: the caller may retry; nothing was written.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
+# DynamoDB refused the request: nothing was written, the same request may simply be retried.
+THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
+# DynamoDB failed to answer: a write may or may not have happened.
+UNKNOWN_OUTCOME_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
 
 
 @lru_cache(maxsize=4)
@@ -48,8 +44,11 @@ def client(region: str, endpoint_url: str, read_timeout: float = 5.0) -> DynamoD
     return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config)
 
 
-def client_for(settings: Settings, *, read_timeout: float = 5.0) -> DynamoDBClient:
-    return client(settings.aws_region, settings.aws_endpoint_url, read_timeout)
+def client_for(settings: Settings, *, read_timeout: float | None = None) -> DynamoDBClient:
+    """The container's client for ``settings`` (``read_timeout`` overrides the setting)."""
+    return client(
+        settings.aws_region, settings.aws_endpoint_url, read_timeout or settings.dynamodb_read_timeout
+    )
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,10 +93,26 @@ def error_code(exc: ClientError) -> str:
 
 @contextmanager
 def unavailable_on_throttle(what: str) -> Iterator[None]:
-    """Turn DynamoDB throttling (after botocore's own retries) into :class:`Unavailable`."""
+    """Turn DynamoDB's throttling and server errors (after botocore's own retries) into
+    :class:`Unavailable`, saying whether anything may have been written."""
     try:
         yield
     except ClientError as exc:
-        if error_code(exc) in RETRYABLE_CODES:
-            raise Unavailable(f"{what} is busy; retry shortly", details={"retryable": True}) from exc
+        raise_unavailable_for(exc, what)
         raise
+
+
+def raise_unavailable_for(exc: ClientError, what: str) -> None:
+    """Raise :class:`Unavailable` for a throttling or server error; return for any other."""
+    code = error_code(exc)
+    if code in THROTTLING_CODES:
+        raise Unavailable(
+            f"{what} is busy; retry shortly (nothing was changed)",
+            details={"retryable": True, "outcome": "unchanged"},
+        ) from exc
+    if code in UNKNOWN_OUTCOME_CODES:
+        raise Unavailable(
+            f"{what} did not answer in time; a change may or may not have been made: read the current state "
+            "before you retry",
+            details={"retryable": True, "outcome": "unknown"},
+        ) from exc

@@ -92,6 +92,7 @@ class Setlist(Model):
     sets: list[SetlistSet]
     recorded_by: str | None = None
     recorded_at: dt.datetime | None = None
+    revision: int = Field(default=0, ge=0, description="Bumped by each recording through the API")
 
     @property
     def song_ids(self) -> list[str]:

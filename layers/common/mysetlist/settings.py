@@ -27,6 +27,9 @@ class Settings(BaseModel):
     dead_letter_queue_url: str = ""
     # Local stack and tests only: where the AWS APIs live (moto's server). Empty in AWS.
     aws_endpoint_url: str = ""
+    # Seconds a DynamoDB request may take: short in AWS so a stuck call fails fast and is
+    # retried; the local stack raises it (moto copies whole tables in every transaction).
+    dynamodb_read_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     aws_region: str = "us-east-1"
     # Tokens sent to anonymous routes are verified in the function, as the JWT authorizer would.
     jwt_issuer: str = ""

@@ -57,7 +57,7 @@ def cast_vote(
     if show is None:
         raise NotFound(f"no show with id '{request.show_id}'")
     ensure_open_for_votes(show, now)
-    if catalog.get_song(show.artist_id, request.song_id) is None:
+    if not catalog.song_exists(show.artist_id, request.song_id):
         raise Unprocessable(
             f"song '{request.song_id}' is not in the catalogue of '{show.artist_id}', who plays this show",
             details={"artist_id": show.artist_id},
@@ -83,9 +83,7 @@ def show_votes(
     if show is None:
         raise NotFound(f"no show with id '{show_id}'")
     counts = [c for c in tallies.read(show_id) if c.up or c.down]
-    titles = {
-        s.song_id: s.title for s in catalog.get_songs(show.artist_id, [c.song_id for c in counts]).values()
-    }
+    titles = catalog.song_titles(show.artist_id, [c.song_id for c in counts])
     songs = sorted(
         (
             SongTally(
