@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
 from mysetlist import voting
@@ -31,12 +31,14 @@ app = create_app("MySetlist votes API")
 
 
 async def token_holder(
-    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
 ) -> Caller | None:
-    """The caller of an anonymous route: verified here when a token is sent (401 if it is bad)."""
-    if token is None:
+    """The caller of an anonymous route: verified here when an Authorization header is sent.
+    A header that is not a valid bearer token is a 401, never silently anonymous."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
         return None
-    return caller_from_claims(verifier.verify(f"{token.scheme} {token.credentials}"))
+    return caller_from_claims(verifier.verify(authorization))
 
 
 @app.post("/api/votes", response_model=VoteOut, responses=errors(401, 404, 409))

@@ -147,3 +147,13 @@ def test_tallies_of_an_unknown_show_are_404(votes_api: Any, catalog: CatalogStor
     status, reply = call_http(votes_api, http_event("GET /api/votes"))
     assert status == 422
     assert "show_id" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("header", ["Basic YWxhZGRpbjpvcGVu", "Bearer", "Bearer   "])
+def test_a_malformed_authorization_header_is_a_401_not_anonymous(
+    votes_api: Any, catalog: CatalogStore, header: str
+) -> None:
+    event = http_event("GET /api/votes", query={"show_id": SHOW}, headers={"authorization": header})
+    status, reply = call_http(votes_api, event)
+    assert status == 401
+    assert reply["error"]["code"] == "unauthorized"
