@@ -244,3 +244,32 @@ def test_filtered_pages_have_no_gaps_or_repeats(catalog_api: Any, catalog: Catal
         if not cursor:
             break
     assert seen == sorted(expected, reverse=True)
+
+
+def test_an_unexpected_fault_is_an_opaque_500(catalog_api: Any, catalog: CatalogStore) -> None:
+    import sys
+
+    from tests.support.template import module_name_for
+
+    module = sys.modules[module_name_for("CatalogApi")]
+    real = module.store
+
+    class Broken:
+        def get_artist(self, artist_id: str) -> None:
+            raise RuntimeError("secret internal detail: table mysetlist-prod-catalog")
+
+    module.store = Broken()
+    try:
+        status, body = call_http(
+            catalog_api, http_event("GET /api/artists/{artist_id}", path={"artist_id": "x"})
+        )
+    finally:
+        module.store = real
+    assert status == 500
+    assert body == {
+        "error": {
+            "code": "internal_error",
+            "message": "something went wrong on our side; try again",
+            "details": {},
+        }
+    }
