@@ -251,7 +251,7 @@ def test_an_unexpected_fault_is_an_opaque_500(catalog_api: Any, catalog: Catalog
 
     from tests.support.template import module_name_for
 
-    module = sys.modules[module_name_for("CatalogApi")]
+    module: Any = sys.modules[module_name_for("CatalogApi")]
     real = module.store
 
     class Broken:
