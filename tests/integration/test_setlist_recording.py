@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -76,26 +77,33 @@ def test_new_songs_are_created_once_and_counted_on_the_artist(store: CatalogStor
     assert songs(store)["brand-new"].times_played == 1
 
 
-def test_a_song_created_concurrently_is_read_again_not_duplicated(
-    store: CatalogStore, dynamodb: Any, settings: Any
-) -> None:
-    class Racing(CatalogStore):
-        """Another moderator creates 'Racy' between this request's read and its write."""
+def racing(dynamodb: Any, settings: Any, race: Callable[[], object]) -> CatalogStore:
+    """A store whose first read of song titles lets ``race`` (another moderator's request) run
+    between this request's reads and its write."""
 
+    class Racing(CatalogStore):
         raced = False
 
         def song_titles(self, artist_id: str, song_ids: Any) -> dict[str, str]:
             found = super().song_titles(artist_id, song_ids)
             if not self.raced:
                 self.raced = True
-                record_setlist(store, f"{ARTIST}:2011-01-02", body("Racy"), MOD, NOW)
+                race()
             return found
 
-    racing = Racing(dynamodb, settings.catalog_table)
-    count = racing.get_artist(ARTIST)
+    return Racing(dynamodb, settings.catalog_table)
+
+
+def test_a_song_created_concurrently_is_read_again_not_duplicated(
+    store: CatalogStore, dynamodb: Any, settings: Any
+) -> None:
+    racing_store = racing(
+        dynamodb, settings, lambda: record_setlist(store, f"{ARTIST}:2011-01-02", body("Racy"), MOD, NOW)
+    )
+    count = store.get_artist(ARTIST)
     assert count is not None
-    record_setlist(racing, f"{ARTIST}:2011-01-03", body("Racy"), MOD, NOW)
-    after = racing.get_artist(ARTIST)
+    record_setlist(racing_store, f"{ARTIST}:2011-01-03", body("Racy"), MOD, NOW)
+    after = store.get_artist(ARTIST)
     assert after is not None
     assert after.song_count == count.song_count + 1
     assert songs(store)["racy"].times_played == 2
@@ -115,22 +123,11 @@ def test_two_corrections_of_one_show_at_once_leave_plays_exact(
     show_id = f"{ARTIST}:2011-01-05"
     record_setlist(store, show_id, body("A"), MOD, NOW)
 
-    class Racing(CatalogStore):
-        """Another moderator corrects the same show between this request's read and write."""
-
-        raced = False
-
-        def song_titles(self, artist_id: str, song_ids: Any) -> dict[str, str]:
-            found = super().song_titles(artist_id, song_ids)
-            if not self.raced:
-                self.raced = True
-                record_setlist(store, show_id, body("C"), MOD, NOW)  # A -> C
-            return found
-
+    racing_store = racing(
+        dynamodb, settings, lambda: record_setlist(store, show_id, body("C"), MOD, NOW)
+    )  # A -> C
     before = songs(store)
-    detail = record_setlist(
-        Racing(dynamodb, settings.catalog_table), show_id, body("B"), MOD, NOW
-    )  # read A, retried
+    detail = record_setlist(racing_store, show_id, body("B"), MOD, NOW)  # read A, then C, retried on C
     assert [e.title for s in (detail.setlist.sets if detail.setlist else []) for e in s.songs] == ["B"]
     assert detail.setlist is not None
     assert detail.setlist.revision == 3
