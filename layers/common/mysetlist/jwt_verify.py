@@ -9,17 +9,22 @@ when a token is sent (``GET /api/votes``), and the local stack's gateway.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from mysetlist.errors import Unauthorized
+
+if TYPE_CHECKING:
+    import jwt
 
 _LEEWAY_SECONDS = 5
 
 
 class JwtVerifier:
-    """Verifies bearer tokens for one issuer. Keys are fetched once and cached per container."""
+    """Verifies bearer tokens for one issuer. Keys are fetched once and cached per container.
+
+    PyJWT and cryptography are imported with the first token, not at cold start: most requests
+    to an anonymous route carry none.
+    """
 
     def __init__(
         self,
@@ -34,17 +39,14 @@ class JwtVerifier:
         self.issuer = issuer.rstrip("/")
         self.audiences = frozenset(audiences)
         self._static_keys = dict(keys or {})
-        self._jwks = (
-            None
-            if self._static_keys
-            else jwt.PyJWKClient(
-                jwks_url or f"{self.issuer}/.well-known/jwks.json", cache_keys=True, lifespan=3600, timeout=3
-            )
-        )
+        self._jwks_url = jwks_url or f"{self.issuer}/.well-known/jwks.json"
+        self._jwks: jwt.PyJWKClient | None = None
 
     def verify(self, authorization: str | None) -> dict[str, Any]:
         """Claims of a valid ``Bearer`` token; :class:`Unauthorized` with the reason otherwise."""
         token = _bearer(authorization)
+        import jwt  # noqa: PLC0415 - deferred: see the class docstring
+
         try:
             key = self._signing_key(token)
             claims: dict[str, Any] = jwt.decode(
@@ -68,7 +70,11 @@ class JwtVerifier:
         return claims
 
     def _signing_key(self, token: str) -> Any:
-        if self._jwks is not None:
+        import jwt  # noqa: PLC0415 - deferred: see the class docstring
+
+        if not self._static_keys:
+            if self._jwks is None:
+                self._jwks = jwt.PyJWKClient(self._jwks_url, cache_keys=True, lifespan=3600, timeout=3)
             return self._jwks.get_signing_key_from_jwt(token).key
         kid = jwt.get_unverified_header(token).get("kid")
         if kid not in self._static_keys:

@@ -120,7 +120,9 @@ def test_create_tables_builds_every_table_with_ttl_in_moto(monkeypatch: pytest.M
         client = boto3.client("dynamodb", region_name="us-east-1")
         names = create_tables(client, "t1-")
         assert names["VotesTable"] == "t1-mysetlist-local-votes"
-        assert sorted(client.list_tables()["TableNames"]) == sorted(names.values())
+        # Only this test's prefix: a mock already running in this process may hold other tables.
+        created = [n for n in client.list_tables()["TableNames"] if n.startswith("t1-")]
+        assert sorted(created) == sorted(names.values())
         ttl = client.describe_time_to_live(TableName=names["TalliesTable"])["TimeToLiveDescription"]
         assert ttl["AttributeName"] == "expires_at"
         assert client.describe_table(TableName=names["VotesTable"])["Table"]["LatestStreamArn"]
