@@ -38,6 +38,37 @@ class Settings(BaseModel):
     stream_marker_ttl_seconds: Annotated[int, Field(ge=3600)] = 2 * 24 * 3600
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
+    # --- Platform (issue 4): alerts and health history, the operators' topic, the model store.
+    platform_table: str = ""
+    alert_topic_arn: str = ""
+    model_bucket: str = ""
+
+    # --- Cache (layers/common/mysetlist/cache). Defaults are the original design's.
+    # Valkey endpoint: redis://host:port/0 locally, rediss://host:port in AWS (ElastiCache
+    # Serverless requires TLS). Empty: the cache runs L1 only.
+    cache_url: str = ""
+    cache_l1_max_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    cache_l2_max_entries: Annotated[int, Field(ge=1, le=100_000_000)] = 5000
+    # Upper bound of the L1's bytes; the cache also keeps it under a quarter of the function's
+    # memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), whichever is smaller.
+    cache_max_memory_mb: Annotated[float, Field(gt=0, le=10_240)] = 256
+    cache_compression_threshold: Annotated[int, Field(ge=0)] = 1024
+    cache_refresh_ahead_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    # An L1 entry lives at most this long (seconds) without a version check, whatever its TTL.
+    cache_l1_ttl_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # How often (seconds) a container asks Valkey whether any tag was invalidated.
+    cache_version_check_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # Past its TTL a value may still be served this long (seconds) when its loader fails.
+    cache_stale_seconds: Annotated[float, Field(ge=0, le=7 * 24 * 3600)] = 3600.0
+    # KMS key (id or ARN) that wraps the data key for values cached with encrypt=True.
+    cache_kms_key_id: str = ""
+    # Valkey socket timeouts (seconds): a slow cache must cost less than the read it saves.
+    valkey_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.25
+    valkey_connect_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
+
+    # --- Rate limits: JSON object {"<budget>": "<limit>/<period seconds>"} overriding defaults.
+    rate_limit_overrides: str = ""
+
     def require(self, *names: str) -> None:
         """Fail fast (at cold start) when a function is deployed without a setting it needs."""
         missing = [n for n in names if not getattr(self, n)]
