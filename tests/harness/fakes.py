@@ -10,10 +10,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
+from mysetlist.breaker import CircuitOpenError
 from mysetlist.tallies import Marker, TallyDelta
 
 # A fault decides, per commit, what goes wrong: None (nothing), "throttle" (refused before
-# anything is written) or "lost_response" (written, then the caller sees a timeout).
+# anything is written), "circuit_open" (DynamoDB's circuit breaker refuses the call before it is
+# sent) or "lost_response" (written, then the caller sees a timeout).
 Fault = Callable[[], str | None]
 
 
@@ -55,6 +57,8 @@ class FakeTallyStore:
         fault = self.fault()
         if fault == "throttle":
             raise throttled()
+        if fault == "circuit_open":
+            raise CircuitOpenError("dynamodb", 3.0)
         key = keys.stream_marker_pk(stream_arn, first_sequence)
         stored = self.markers.get(key)
         if (stored.version if stored else 0) != (marker.version if marker else 0):

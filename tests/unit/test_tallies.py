@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mysetlist.breaker import CircuitOpenError
 from mysetlist.stream_batch import TallyBatchProcessor, record_handler
 from mysetlist.tallies import (
     MAX_SONGS_PER_COMMIT,
@@ -120,6 +121,35 @@ def test_a_refused_commit_reports_the_first_record_not_counted():
     outcome = apply_delivery(store, stream_arn=table.stream_arn, changes=changes, now=NOW)
     assert outcome.first_unapplied == MAX_SONGS_PER_COMMIT
     assert sum(u for u, _ in store.totals().values()) == MAX_SONGS_PER_COMMIT
+
+
+def test_an_open_dynamodb_circuit_is_a_refusal_nothing_of_that_run_counted():
+    table = records_of(*[("s", f"u{i}", f"song{i}", "up") for i in range(120)])
+    faults = iter([None, "circuit_open"])
+    store = FakeTallyStore(fault=lambda: next(faults, None))
+    changes = [change_from_record(r) for r in table.records]
+    outcome = apply_delivery(store, stream_arn=table.stream_arn, changes=changes, now=NOW)
+    assert outcome.first_unapplied == MAX_SONGS_PER_COMMIT
+    assert isinstance(outcome.error, CircuitOpenError)
+    assert sum(u for u, _ in store.totals().values()) == MAX_SONGS_PER_COMMIT
+
+
+def test_the_processor_waits_out_an_open_circuit_and_the_replay_is_exact():
+    table = records_of(*[("s", f"u{i}", f"song{i}", "up") for i in range(120)])
+    faults = iter([None, "circuit_open"])
+    store = FakeTallyStore(fault=lambda: next(faults, None))
+    slept: list[float] = []
+    processor = TallyBatchProcessor(store, FakeQuarantine(), clock=lambda: NOW, sleep=slept.append)
+    event = {"Records": table.records}
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor)
+    sequences = [r["dynamodb"]["SequenceNumber"] for r in table.records]
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": s} for s in sequences[MAX_SONGS_PER_COMMIT:]]
+    }
+    assert slept == [3.0]  # the circuit's retry_after: Lambda's immediate retry would be refused too
+    replay = {"Records": table.records[MAX_SONGS_PER_COMMIT:]}
+    process_partial_response(event=replay, record_handler=record_handler, processor=processor)
+    assert sum(u for u, _ in store.totals().values()) == 120
 
 
 def test_no_time_left_stops_before_committing():

@@ -1,9 +1,17 @@
 """DynamoDB plumbing shared by the repositories: one client per container, value conversion,
-and the mapping of throttling to a retryable 503 (nothing is changed when it happens)."""
+and the mapping of throttling to a retryable 503 (nothing is changed when it happens).
+
+Every client made here is guarded by the container's DYNAMODB circuit breaker
+(:func:`attach_breaker`): each API call, botocore's own retries included, is one call of the
+breaker. While the circuit is open, calls raise :class:`~mysetlist.breaker.CircuitOpenError`
+before any request is sent, which :func:`unavailable_on_throttle` turns into a 503 that says
+nothing was changed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import lru_cache
@@ -14,6 +22,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from mysetlist.breaker import CircuitBreaker, CircuitOpenError, Dependency, Permit, breaker_for
 from mysetlist.errors import Unavailable
 from mysetlist.settings import Settings
 
@@ -41,13 +50,68 @@ def client(region: str, endpoint_url: str, read_timeout: float = 5.0) -> DynamoD
     config = Config(
         retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=read_timeout
     )
-    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config)
+    made = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config)
+    # A call is slow when it takes half its read timeout: the importer's long reads and the
+    # local stack's slow moto are not mistaken for a failing DynamoDB.
+    attach_breaker(made, slow_call_duration=read_timeout / 2)
+    return made
 
 
 def client_for(settings: Settings, *, read_timeout: float | None = None) -> DynamoDBClient:
     """The container's client for ``settings`` (``read_timeout`` overrides the setting)."""
     return client(
         settings.aws_region, settings.aws_endpoint_url, read_timeout or settings.dynamodb_read_timeout
+    )
+
+
+_PERMIT = "mysetlist_breaker_permit"
+
+
+def _dynamodb_breaker() -> CircuitBreaker:
+    return breaker_for(Dependency.DYNAMODB)
+
+
+def attach_breaker(
+    db: DynamoDBClient,
+    breaker: Callable[[], CircuitBreaker] = _dynamodb_breaker,
+    *,
+    slow_call_duration: float | None = None,
+) -> None:
+    """Guard every call of ``db`` with ``breaker()`` (by default the container's DYNAMODB breaker,
+    looked up per call), through botocore's events:
+
+    * ``before-call``: a permit, or :class:`CircuitOpenError` before any request is sent;
+    * ``after-call``: the parsed response (an error response included) settles the permit;
+    * ``after-call-error``: a request that raised (connection error, timeout, after botocore's
+      retries) settles it as a failure if it counts.
+
+    ``slow_call_duration`` overrides the breaker's for this client's calls. The client stays a
+    plain boto3 client.
+    """
+
+    def before_call(context: dict[str, Any], **_: Any) -> None:
+        context[_PERMIT] = breaker().acquire()
+
+    def after_call(
+        context: dict[str, Any], parsed: dict[str, Any], http_response: Any, model: Any, **_: Any
+    ) -> None:
+        permit: Permit | None = context.pop(_PERMIT, None)
+        if permit is None:
+            return  # another before-call handler answered first (a Stubber): nothing was admitted
+        # botocore raises the error only after this event: classify the same ClientError here.
+        error = ClientError(parsed, model.name) if http_response.status_code >= 300 else None  # type: ignore[arg-type]
+        permit.record(error, slow_call_duration=slow_call_duration)
+
+    def after_call_error(context: dict[str, Any], exception: BaseException, **_: Any) -> None:
+        permit: Permit | None = context.pop(_PERMIT, None)
+        if permit is not None:
+            permit.record(exception, slow_call_duration=slow_call_duration)
+
+    # First: so the breaker decides before a handler that answers in botocore's place.
+    db.meta.events.register_first("before-call.dynamodb", before_call, unique_id="mysetlist-breaker-before")
+    db.meta.events.register_first("after-call.dynamodb", after_call, unique_id="mysetlist-breaker-after")
+    db.meta.events.register_first(
+        "after-call-error.dynamodb", after_call_error, unique_id="mysetlist-breaker-error"
     )
 
 
@@ -93,13 +157,29 @@ def error_code(exc: ClientError) -> str:
 
 @contextmanager
 def unavailable_on_throttle(what: str) -> Iterator[None]:
-    """Turn DynamoDB's throttling and server errors (after botocore's own retries) into
-    :class:`Unavailable`, saying whether anything may have been written."""
+    """Turn DynamoDB's throttling and server errors (after botocore's own retries), and an open
+    circuit, into :class:`Unavailable`, saying whether anything may have been written."""
     try:
         yield
     except ClientError as exc:
         raise_unavailable_for(exc, what)
         raise
+    except CircuitOpenError as exc:
+        raise unavailable_for_open_circuit(exc, what) from exc
+
+
+def unavailable_for_open_circuit(exc: CircuitOpenError, what: str) -> Unavailable:
+    """The 503 for a call the breaker refused: nothing was sent, so nothing was changed."""
+    seconds = max(1, math.ceil(exc.retry_after))
+    return Unavailable(
+        f"{what} is temporarily unavailable; retry in {seconds} s (nothing was changed)",
+        details={
+            "retryable": True,
+            "outcome": "unchanged",
+            "dependency": exc.dependency,
+            "retry_after_seconds": seconds,
+        },
+    )
 
 
 def raise_unavailable_for(exc: ClientError, what: str) -> None:

@@ -9,6 +9,7 @@ replays exactly those.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from mysetlist.breaker import CircuitOpenError
 from mysetlist.observability import logger, metrics
 from mysetlist.tallies import TallyPort, VoteChange, apply_delivery, change_from_record
 
@@ -44,12 +46,18 @@ class TallyBatchProcessor(BatchProcessor):
     """Parses records one by one, then counts the delivery's parsed prefix exactly once."""
 
     def __init__(
-        self, store: TallyPort, quarantine: Quarantine, *, clock: Callable[[], dt.datetime] | None = None
+        self,
+        store: TallyPort,
+        quarantine: Quarantine,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(event_type=EventType.DynamoDBStreams)
         self._store = store
         self._quarantine = quarantine
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._sleep = sleep
 
     def process(self) -> list[tuple[Any, ...]]:
         results = super().process()
@@ -85,6 +93,10 @@ class TallyBatchProcessor(BatchProcessor):
                 "counted part of the batch; the rest will be replayed",
                 extra={"counted": outcome.first_unapplied, "records": len(parsed), "error": repr(error)},
             )
+            if isinstance(error, CircuitOpenError):
+                # A refusal takes microseconds and Lambda retries a stream batch at once: wait out
+                # the open circuit here, so the mapping's retries are not all spent in a second.
+                self._sleep(max(0.0, min(error.retry_after, time_left() - 1.0)))
             self._fail_from(parsed, outcome.first_unapplied, error)
 
     def _quarantine_unreadable(self, parsed: Parsed) -> Parsed:

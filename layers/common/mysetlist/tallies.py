@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
+from mysetlist.breaker import CircuitOpenError
 from mysetlist.dynamo import error_code, from_item, to_item, unavailable_on_throttle
 
 if TYPE_CHECKING:
@@ -298,7 +299,7 @@ def chunks_by_song_count(changes: Sequence[VoteChange], limit: int) -> list[list
     return runs
 
 
-def apply_delivery(
+def apply_delivery(  # noqa: PLR0911 - each way a delivery stops early is its own return
     store: TallyPort,
     *,
     stream_arn: str,
@@ -315,7 +316,10 @@ def apply_delivery(
     if not changes:
         return DeliveryOutcome(first_unapplied=None)
     first = changes[0].sequence_number
-    marker = store.marker(stream_arn, first)
+    try:
+        marker = store.marker(stream_arn, first)
+    except CircuitOpenError as exc:  # refused before sending: nothing of this delivery was counted
+        return DeliveryOutcome(first_unapplied=0, error=exc)
     done = marker.applied if marker else frozenset()
     start = 0
     while start < len(changes) and changes[start].sequence_number in done:
@@ -345,6 +349,12 @@ def apply_delivery(
                 lane=lane,
                 now=now,
             )
+        except CircuitOpenError as exc:
+            # Refused before the request left (DynamoDB's circuit is open): like a throttled
+            # commit, nothing of this run was applied.
+            outcome.first_unapplied = offset
+            outcome.error = exc
+            return outcome
         except ClientError as exc:
             if not _definitely_not_applied(exc):
                 raise  # an ambiguous outcome: let the retry of the whole delivery read the marker
