@@ -91,8 +91,10 @@ import: $(PY) ## load setlists into the catalogue: make import DATA=file.jsonl [
 	@test -n "$(DATA)" || { echo "usage: make import DATA=file.jsonl [STACK=stack-name]"; exit 2; }
 	$(PY) -m tests.local_stack.import_setlists $(if $(STACK),--stack $(STACK),) $(DATA)
 
-.PHONY: sizes bench-cold-start
+.PHONY: sizes bench-cold-start bench-cache
 BENCH_ARGS ?=
+# The benches log nothing but their JSON lines; metrics go to a namespace of their own.
+BENCH_ENV := POWERTOOLS_LOG_LEVEL=WARNING POWERTOOLS_METRICS_NAMESPACE=MySetlistBench POWERTOOLS_TRACE_DISABLED=true
 
 sizes: build ## unzipped size of each function with its layers (limit 250 MB), JSON lines
 	$(PY) -m tests.bench.sizes
@@ -100,7 +102,11 @@ sizes: build ## unzipped size of each function with its layers (limit 250 MB), J
 bench-cold-start: build ## cold start of each function vs the floor: make bench-cold-start [BENCH_ARGS=--help]
 	$(PY) -m tests.bench.cold_start $(BENCH_ARGS)
 
-bench: sizes bench-cold-start ## benchmarks (never part of make test)
+bench-cache: $(PY) ## cache: L1 policy vs LRU and Belady, stampede loader calls, L2 round trips (JSON lines)
+	$(BENCH_ENV) $(PY) -m tests.bench.cache_policy
+	$(BENCH_ENV) $(PY) -m tests.bench.cache_bench
+
+bench: sizes bench-cold-start bench-cache ## benchmarks (never part of make test)
 
 openapi: $(PY) ## regenerate docs/openapi from the FastAPI apps (a unit test fails when they are stale)
 	$(PY) -m tests.tools.openapi
