@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
 from tests.support.template import create_tables, default_template, load_handler
+from tests.support.valkey import LocalValkey, running_valkey
 
 AUDIENCE = "integration-client"
 SAMPLE = Path(__file__).resolve().parents[1] / "local_stack" / "sample_data" / "grateful-dead.jsonl"
@@ -109,7 +110,15 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture(scope="session")
-def aws(issuer: Issuer) -> Iterator[dict[str, str]]:
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalValkey]:
+    """A private Valkey server for the session (each xdist worker has its own): the cache's L2,
+    shared rate limits and breaker state. Tests that stop a server start their own."""
+    with running_valkey(tmp_path_factory.mktemp("valkey")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def aws(issuer: Issuer, valkey: LocalValkey) -> Iterator[dict[str, str]]:
     """moto for the whole session, tables created from template.yaml, settings in the env."""
     with mock_aws():
         tables = create_tables(boto3.client("dynamodb"), "it-")
@@ -119,8 +128,15 @@ def aws(issuer: Issuer) -> Iterator[dict[str, str]]:
             lid: sqs.create_queue(QueueName=template.queue_name(lid, "it-"))["QueueUrl"]
             for lid in template.queues
         }
+        # The health check's dependencies: the model store and the operators' topic.
+        bucket = "it-mysetlist-local-models"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        topic_arn = boto3.client("sns").create_topic(Name="it-mysetlist-local-alarms")["TopicArn"]
         os.environ.update(
             {
+                "PLATFORM_TABLE": tables["PlatformTable"],
+                "MODEL_BUCKET": bucket,
+                "ALERT_TOPIC_ARN": topic_arn,
                 "DEAD_LETTER_QUEUE_URL": queues["VoteProcessorDLQ"],
                 "CATALOG_TABLE": tables["CatalogTable"],
                 "VOTES_TABLE": tables["VotesTable"],
@@ -128,6 +144,7 @@ def aws(issuer: Issuer) -> Iterator[dict[str, str]]:
                 "USERS_TABLE": tables["UsersTable"],
                 "JWT_ISSUER": issuer.url,
                 "JWT_AUDIENCE": AUDIENCE,
+                "CACHE_URL": valkey.url,
             }
         )
         yield tables
@@ -165,3 +182,33 @@ def sample_lines() -> list[str]:
     """The first 120 shows of the Grateful Dead sample (1965-1969)."""
     with SAMPLE.open(encoding="utf-8") as handle:
         return [line for _, line in zip(range(120), handle, strict=False)]
+
+
+@pytest.fixture(scope="session")
+def health_api(aws: dict[str, str]) -> Any:
+    return load_handler("HealthApi")
+
+
+@pytest.fixture(scope="session")
+def health_check(aws: dict[str, str]) -> Any:
+    return load_handler("HealthCheck")
+
+
+def wipe(dynamodb: Any, table: str) -> None:
+    """Delete every item of ``table`` (the session's tables are shared by the tests)."""
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="PK, SK"):
+        for item in page["Items"]:
+            dynamodb.delete_item(TableName=table, Key=item)
+
+
+@pytest.fixture
+def platform(aws: dict[str, str], dynamodb: Any, settings: Any) -> Iterator[Any]:
+    """An empty PlatformTable and closed breakers, before and after (health and alert tests)."""
+    from mysetlist.alerts import PlatformStore
+    from mysetlist.breaker import reset_all
+
+    wipe(dynamodb, settings.platform_table)
+    reset_all()
+    yield PlatformStore(dynamodb, settings.platform_table)
+    reset_all()
+    wipe(dynamodb, settings.platform_table)

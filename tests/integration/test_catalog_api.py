@@ -41,11 +41,17 @@ def test_the_canonical_events_answer(catalog_api: Any, catalog: CatalogStore) ->
 
 
 def test_artist_search_by_prefix(catalog_api: Any, catalog: CatalogStore) -> None:
-    for query in ["grate", "GRATEFUL", "the grateful", ""]:
+    for query in ["grate", "GRATEFUL", "the grateful"]:
         status, body = call_http(catalog_api, http_event("GET /api/artists", query={"query": query}))
         assert status == 200
         assert [a["artist_id"] for a in body["items"]] == ["grateful-dead"], query
-    status, body = call_http(catalog_api, http_event("GET /api/artists", query={"query": "phish"}))
+    # Other tests of the session import other artists: an empty query lists them all, in order.
+    status, body = call_http(catalog_api, http_event("GET /api/artists", query={"query": ""}))
+    names = [a["artist_id"] for a in body["items"]]
+    assert status == 200
+    assert "grateful-dead" in names
+    assert names == sorted(names, key=lambda n: n.removeprefix("the-"))
+    status, body = call_http(catalog_api, http_event("GET /api/artists", query={"query": "no such band"}))
     assert (status, body["items"]) == (200, [])
 
 

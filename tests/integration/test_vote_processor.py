@@ -30,6 +30,20 @@ from tests.support.template import module_name_for
 ARTIST_SONGS = [f"Song Number {i}" for i in range(8)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def roomy_vote_budget(aws: dict[str, str]) -> Iterator[None]:
+    """The property tests below send as many votes per user as hypothesis likes; the per-user
+    vote budget is not what they test."""
+    from mysetlist import ratelimit
+    from mysetlist.settings import load_settings
+
+    previous = ratelimit.shared_limiter()
+    roomy = load_settings().model_copy(update={"rate_limit_overrides": '{"votes.cast": "100000/60"}'})
+    ratelimit.use_limiter(ratelimit.RateLimiter.from_settings(roomy))
+    yield
+    ratelimit.use_limiter(previous)
+
+
 @pytest.fixture(scope="module")
 def world(aws: dict[str, str], dynamodb: Any, settings: Any) -> dict[str, Any]:
     """An artist with 8 songs and 40 upcoming shows (one per hypothesis example at most)."""

@@ -66,7 +66,7 @@ def list_shows(
 
 
 def get_show_detail(store: CatalogStore, show_id: str) -> ShowDetail:
-    found = store.get_show_and_setlist(show_id)
+    found = store.read_show_and_setlist(show_id)
     if found is None:
         raise NotFound(f"no show with id '{show_id}'")
     show, setlist = found

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
-from mysetlist.dynamo import from_item, raise_unavailable_for, to_item, unavailable_on_throttle
+from mysetlist.breaker import CircuitOpenError
+from mysetlist.dynamo import (
+    from_item,
+    raise_unavailable_for,
+    to_item,
+    unavailable_for_open_circuit,
+    unavailable_on_throttle,
+)
 from mysetlist.errors import Unavailable, Unprocessable
 from mysetlist.models import Artist, Page, Setlist, SetlistEntry, SetlistSet, Show, ShowStatus, Song, Venue
 from mysetlist.pagination import decode_cursor, encode_cursor
@@ -118,6 +125,10 @@ class CatalogStore:
             return None
         setlist_item = by_sk.get(keys.ACTUAL_SETLIST_SK)
         return show_from_item(by_sk[keys.META]), setlist_from_item(setlist_item) if setlist_item else None
+
+    def read_show_and_setlist(self, show_id: str) -> tuple[Show, Setlist | None] | None:
+        """The show and its setlist for display (a cached store serves it from the cache)."""
+        return self.get_show_and_setlist(show_id)
 
     def get_artist_and_venue(
         self, artist_id: str, venue_id: str | None
@@ -255,6 +266,8 @@ class CatalogStore:
             )
         try:
             self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except CircuitOpenError as exc:
+            raise unavailable_for_open_circuit(exc, "the catalogue") from exc
         except ClientError as exc:
             response: Any = exc.response
             reasons = {str(r.get("Code")) for r in response.get("CancellationReasons") or []}

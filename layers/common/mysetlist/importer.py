@@ -24,7 +24,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mysetlist import keys
+from mysetlist.cache import build_cache
 from mysetlist.catalog import build_setlist
+from mysetlist.catalog_cache import CachedCatalogStore, tags_for_import
 from mysetlist.catalog_store import (
     CatalogStore,
     artist_item,
@@ -143,13 +145,22 @@ def import_lines(
     report.artists = len(by_artist)
     for name, artist_lines in by_artist.items():
         _import_artist(store, name, artist_lines, today or dt.datetime.now(dt.UTC).date(), report)
+    if isinstance(store, CachedCatalogStore) and shows:
+        # Coarse but rare: everything of the imported artists and shows leaves the cache.
+        artist_ids = [keys.artist_id_for(name) for name in by_artist]
+        store.cache.invalidate_tags(tags_for_import(artist_ids, [line.show_id or "" for line in shows]))
     return report
 
 
 def import_file(path: Path, settings: Settings, *, report: Callable[[str], None] = print) -> ImportReport:
     """Import one JSON Lines file into the catalogue table named by ``settings``."""
     settings.require("catalog_table")
-    store = CatalogStore(client_for(settings, read_timeout=120), settings.catalog_table)
+    # Through the stack's cache when this machine can reach it (the local stack; a deployed
+    # stack's cache is inside its VPC: from outside, cached catalogue values expire on their own,
+    # within minutes, see mysetlist/catalog_cache.py).
+    store = CachedCatalogStore(
+        client_for(settings, read_timeout=120), settings.catalog_table, build_cache(settings)
+    )
     with path.open(encoding="utf-8") as handle:
         result = import_lines(store, handle, warn=report)
     report(f"{path.name}: {result.summary()}")

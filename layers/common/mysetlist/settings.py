@@ -60,6 +60,8 @@ class Settings(BaseModel):
     cache_version_check_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     # Past its TTL a value may still be served this long (seconds) when its loader fails.
     cache_stale_seconds: Annotated[float, Field(ge=0, le=7 * 24 * 3600)] = 3600.0
+    # How long (seconds) a show's tallies may be served from the cache; 0 reads them every time.
+    tallies_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
     # KMS key (id or ARN) that wraps the data key for values cached with encrypt=True.
     cache_kms_key_id: str = ""
     # Valkey socket timeouts (seconds): a slow cache must cost less than the read it saves.

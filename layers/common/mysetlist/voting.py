@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mysetlist.auth import Caller
+from mysetlist.cache import Cache
 from mysetlist.catalog_store import CatalogStore
 from mysetlist.errors import NotFound, Unprocessable
 from mysetlist.models import Show, ShowStatus, ShowVotes, SongTally, VoteIn, VoteOut
@@ -76,9 +78,36 @@ def cast_vote(
 
 
 def show_votes(
-    catalog: CatalogStore, votes: VotesStore, tallies: TallyStore, show_id: str, caller: Caller | None
+    catalog: CatalogStore,
+    votes: VotesStore,
+    tallies: TallyStore,
+    show_id: str,
+    caller: Caller | None,
+    cache: Cache | None = None,
+    ttl: float = 2.0,
 ) -> ShowVotes:
-    """A show's tallies per song (most wanted first) and, for a signed-in caller, their votes."""
+    """A show's tallies per song (most wanted first) and, for a signed-in caller, their votes.
+
+    The tallies part is the same for everyone. With a cache it is served from there for ``ttl``
+    seconds (``TALLIES_CACHE_SECONDS``): a hot show's tally partitions are then read a few times
+    a second by the whole fleet, not once per viewer. The caller's own votes are always fresh.
+    """
+
+    def load() -> dict[str, Any]:
+        return _tallies_of(catalog, tallies, show_id).model_dump(mode="json")
+
+    if cache is None or ttl <= 0:
+        board = _tallies_of(catalog, tallies, show_id)
+    else:
+        board = ShowVotes.model_validate(
+            cache.get(f"show-votes:{show_id}", load, ttl=ttl, tags=[f"show:{show_id}"])
+        )
+    if caller is None:
+        return board
+    return board.model_copy(update={"my_votes": votes.votes_of(show_id, caller.user_id)})
+
+
+def _tallies_of(catalog: CatalogStore, tallies: TallyStore, show_id: str) -> ShowVotes:
     show = catalog.get_show(show_id)
     if show is None:
         raise NotFound(f"no show with id '{show_id}'")
@@ -102,5 +131,5 @@ def show_votes(
         songs=songs,
         total_upvotes=sum(s.upvotes for s in songs),
         total_downvotes=sum(s.downvotes for s in songs),
-        my_votes=votes.votes_of(show_id, caller.user_id) if caller else None,
+        my_votes=None,
     )
