@@ -10,6 +10,10 @@ applies to cron and at expressions; rules (``Schedule``) run in UTC.
 
 Functions receive an EventBridge "Scheduled Event" (or the event's ``Input`` when it has one),
 invoked asynchronously as EventBridge does: an error is logged, never raised into the scheduler.
+In a ``ScheduleV2`` event's ``Input``, EventBridge Scheduler's context attributes are replaced as
+Scheduler replaces them (``<aws.scheduler.schedule-arn>``, ``<aws.scheduler.scheduled-time>``,
+``<aws.scheduler.execution-id>``, ``<aws.scheduler.attempt-number>``; the local stack makes one
+attempt).
 """
 
 from __future__ import annotations
@@ -191,21 +195,32 @@ def parse_schedule(expression: str, *, timezone: str = "UTC", now: dt.datetime |
 def scheduled_event(
     spec: ScheduleSpec, fire_time: dt.datetime, *, region: str, account_id: str
 ) -> dict[str, Any]:
-    """The payload EventBridge delivers for a schedule: the event's ``Input`` if set, else a
-    "Scheduled Event" naming the rule (or schedule) in ``resources``."""
-    if spec.input is not None:
-        payload = json.loads(spec.input)
-        if not isinstance(payload, dict):
-            raise ScheduleExpressionError(
-                f"{spec.function_id}.{spec.event_name}: Input must be a JSON object"
-            )
-        return payload
+    """The payload EventBridge delivers for a schedule: the event's ``Input`` if set (with
+    Scheduler's context attributes filled in for ``ScheduleV2``), else a "Scheduled Event" naming
+    the rule (or schedule) in ``resources``."""
     name = spec.name or f"{spec.function_id}{spec.event_name}"
     resource = (
         f"arn:aws:events:{region}:{account_id}:rule/{name}"
         if spec.kind == "Schedule"
         else f"arn:aws:scheduler:{region}:{account_id}:schedule/default/{name}"
     )
+    if spec.input is not None:
+        text = spec.input
+        if spec.kind == "ScheduleV2":
+            context = {
+                "<aws.scheduler.schedule-arn>": resource,
+                "<aws.scheduler.scheduled-time>": fire_time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "<aws.scheduler.execution-id>": uuid.uuid4().hex[:16],
+                "<aws.scheduler.attempt-number>": "1",
+            }
+            for keyword, value in context.items():
+                text = text.replace(keyword, value)
+        payload = json.loads(text)
+        if not isinstance(payload, dict):
+            raise ScheduleExpressionError(
+                f"{spec.function_id}.{spec.event_name}: Input must be a JSON object"
+            )
+        return payload
     return {
         "version": "0",
         "id": str(uuid.uuid4()),

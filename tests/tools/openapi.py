@@ -31,6 +31,7 @@ PLACEHOLDER_ENVIRONMENT = {
     "VOTES_TABLE": "openapi-votes",
     "TALLIES_TABLE": "openapi-tallies",
     "USERS_TABLE": "openapi-users",
+    "PLATFORM_TABLE": "openapi-platform",
     "JWT_ISSUER": "https://issuer.invalid/openapi",
     "JWT_AUDIENCE": "openapi",
     "AWS_REGION": "us-east-1",

@@ -1,5 +1,5 @@
 """Schedule expressions (rate, cron, at) and the scheduler, driven by a fake clock and an inline
-template (template.yaml has no schedules yet)."""
+template (tests/unit/test_template_infrastructure.py covers template.yaml's own schedules)."""
 
 from __future__ import annotations
 
@@ -207,3 +207,26 @@ def test_scheduled_event_for_scheduler_v2_names_the_schedule(tmp_path: Path) -> 
     assert event["source"] == "aws.scheduler"
     assert event["resources"] == ["arn:aws:scheduler:eu-west-1:1:schedule/default/WarmNightly"]
     assert json.loads(json.dumps(event)) == event
+
+
+def test_scheduler_context_attributes_are_filled_in_scheduler_v2_input_only(tmp_path: Path) -> None:
+    context = (
+        '{"arn": "<aws.scheduler.schedule-arn>", "at": "<aws.scheduler.scheduled-time>", '
+        '"id": "<aws.scheduler.execution-id>", "attempt": "<aws.scheduler.attempt-number>"}'
+    )
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        textwrap.dedent(TEMPLATE)
+        .replace('\'{"job": "nightly"}\'', f"'{context}', Name: warm-nightly")
+        .replace("{Schedule: rate(1 minute)}", f"{{Schedule: rate(1 minute), Input: '{context}'}}")
+    )
+    specs = {s.event_name: s for s in Template.load(path).schedules}
+    event = scheduled_event(specs["Nightly"], utc(2026, 3, 7, 3, 0), region="eu-west-1", account_id="1")
+    assert event["arn"] == "arn:aws:scheduler:eu-west-1:1:schedule/default/warm-nightly"
+    assert event["at"] == "2026-03-07T03:00:00Z"
+    assert event["attempt"] == "1"
+    assert len(event["id"]) == 16
+    assert event["id"] != scheduled_event(specs["Nightly"], START, region="eu-west-1", account_id="1")["id"]
+    # EventBridge rules pass their Input as written.
+    rule_event = scheduled_event(specs["EveryMinute"], START, region="eu-west-1", account_id="1")
+    assert rule_event["at"] == "<aws.scheduler.scheduled-time>"

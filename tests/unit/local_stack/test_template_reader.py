@@ -14,7 +14,10 @@ from tests.support.template import (
     Template,
     TemplateError,
     UnresolvedIntrinsic,
+    create_buckets,
+    create_keys,
     create_tables,
+    create_topics,
     default_template,
     load_handler,
     module_name_for,
@@ -57,6 +60,10 @@ Resources:
     Type: AWS::SQS::Queue
     Properties:
       RedrivePolicy: {deadLetterTargetArn: !GetAtt Dlq.Arn, maxReceiveCount: 3}
+  Loud:
+    Type: AWS::SQS::Queue
+    Condition: FlagOn
+    Properties: {QueueName: !Sub "app-${Environment}-loud"}
   Job:
     Type: AWS::Serverless::Function
     Properties:
@@ -112,10 +119,15 @@ def test_repository_tables_carry_keys_indexes_stream_and_ttl() -> None:
     assert "SSESpecification" not in votes
 
 
-def test_create_tables_builds_every_table_with_ttl_in_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_create_tables_builds_every_table_with_ttl_in_moto() -> None:
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         names = create_tables(client, "t1-")
@@ -126,6 +138,30 @@ def test_create_tables_builds_every_table_with_ttl_in_moto(monkeypatch: pytest.M
         ttl = client.describe_time_to_live(TableName=names["TalliesTable"])["TimeToLiveDescription"]
         assert ttl["AttributeName"] == "expires_at"
         assert client.describe_table(TableName=names["VotesTable"])["Table"]["LatestStreamArn"]
+        platform = client.describe_table(TableName=names["PlatformTable"])["Table"]
+        assert [i["IndexName"] for i in platform["GlobalSecondaryIndexes"]] == ["GSI1"]
+        ttl = client.describe_time_to_live(TableName=names["PlatformTable"])["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "expires_at"
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_topics_buckets_and_keys_are_created_from_the_template_in_moto() -> None:
+    with mock_aws():
+        topics = create_topics(boto3.client("sns", region_name="us-east-1"), "t2-")
+        assert topics == {"AlarmTopic": "arn:aws:sns:us-east-1:123456789012:t2-mysetlist-local-alarms"}
+        s3 = boto3.client("s3", region_name="us-east-1")
+        buckets = create_buckets(s3, "t2-")
+        assert buckets == {"ModelBucket": "t2-mysetlist-local-models-123456789012-us-east-1"}
+        assert s3.get_bucket_versioning(Bucket=buckets["ModelBucket"])["Status"] == "Enabled"
+        kms = boto3.client("kms", region_name="us-east-1")
+        keys, aliases = create_keys(kms, "t2-")
+        assert set(keys) == {"DataKey"}
+        assert aliases == {"DataKeyAlias": "alias/t2-mysetlist-local-data"}
+        data_key = kms.generate_data_key(KeyId=keys["DataKey"].arn, KeySpec="AES_256")
+        assert kms.decrypt(CiphertextBlob=data_key["CiphertextBlob"])["Plaintext"] == data_key["Plaintext"]
+        assert (
+            kms.describe_key(KeyId=aliases["DataKeyAlias"])["KeyMetadata"]["KeyId"] == keys["DataKey"].key_id
+        )
 
 
 def test_routes_know_which_need_a_token() -> None:
@@ -179,6 +215,25 @@ def test_table_and_queue_names_use_the_local_environment(tmp_path: Path) -> None
         "ReadCapacityUnits": 1,
         "WriteCapacityUnits": 1,
     }
+
+
+def test_resources_whose_condition_is_false_locally_are_left_out(tmp_path: Path) -> None:
+    template = _inline(tmp_path)
+    assert set(template.queues) == {"Dlq", "Work"}
+    assert template.exists("Dlq")
+    assert not template.exists("Loud")
+    loud = Template.load(template.path, parameter_overrides={"Flag": "on"})
+    assert loud.queue_name("Loud") == "app-local-loud"
+    assert (
+        loud.function_environment(
+            "Job", loud.resolver(refs={"Things": "t"}, attributes={("Things", "Arn"): "a"})
+        )["MODE"]
+        == "loud"
+    )
+    # Every resource of the repository's VPC condition is absent locally: there is no VPC.
+    repository = default_template()
+    assert not repository.exists("ValkeyCache")
+    assert repository.exists("PlatformTable")
 
 
 def test_schedules_and_greedy_routes_are_read(tmp_path: Path) -> None:
