@@ -51,7 +51,7 @@ Loader = Callable[[], Any]
 LOCK_TTL_MS = 3000
 # How long a caller waits for another container's loader before loading itself.
 LOCK_WAIT_SECONDS = 2.0
-_POLL_SECONDS = (0.005, 0.01, 0.02, 0.04, 0.05)
+_POLL_SECONDS = (0.005, 0.01, 0.02, 0.025)
 # Hot-key counts are batched in the container and sent at most this often.
 HIT_FLUSH_SECONDS = 10.0
 HIT_FLUSH_KEYS = 500
