@@ -13,9 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mysetlist.breaker import CircuitOpenError
-from mysetlist.errors import NotFound
+from mysetlist.catalog_store import CatalogStore
+from mysetlist.errors import NotFound, Unavailable
 from mysetlist.observability import entrypoint, remaining_time_ms
-from mysetlist.retry import backoff_cap, retry_call
+from mysetlist.retry import backoff_cap, pause_before_retry, retry_call
 from tests.harness.events import LambdaContext
 
 
@@ -178,3 +179,67 @@ def test_the_remaining_time_is_reset_when_the_handler_raises() -> None:
     with pytest.raises(RuntimeError):
         handler({}, LambdaContext(remaining_ms=5))
     assert remaining_time_ms() is None
+
+
+def test_a_pause_sleeps_full_jitter_within_the_cap() -> None:
+    slept: list[float] = []
+    assert pause_before_retry(3, base_delay=0.05, max_delay=1.0, rng=lambda: 0.5, sleep=slept.append)
+    assert slept == [0.5 * 0.4]
+
+
+def test_no_pause_when_it_would_eat_into_the_reserve() -> None:
+    slept: list[float] = []
+    allowed = pause_before_retry(
+        5,
+        base_delay=0.05,
+        max_delay=1.0,
+        reserve_ms=500,
+        remaining_ms=lambda: 900,
+        rng=lambda: 1.0,
+        sleep=slept.append,
+    )
+    assert allowed is False
+    assert slept == []
+
+
+class PartlyProcessing:
+    """A DynamoDB client that leaves some keys unprocessed ``busy`` times, as a table at its
+    limit does."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.calls = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        ((table, wanted),) = RequestItems.items()
+        keys = wanted["Keys"]
+        if self.calls <= self.busy:
+            served, left = keys[:1], keys[1:]
+        else:
+            served, left = keys, []
+        unprocessed = {table: {**wanted, "Keys": left}} if left else {}
+        return {"Responses": {table: served}, "UnprocessedKeys": unprocessed}
+
+
+def test_unprocessed_keys_are_asked_again_after_a_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[int] = []
+
+    def pause(retry: int) -> bool:
+        pauses.append(retry)
+        return True
+
+    monkeypatch.setattr("mysetlist.catalog_store.pause_before_retry", pause)
+    client = PartlyProcessing(busy=2)
+    store = CatalogStore(client, "catalog")  # type: ignore[arg-type]
+    found = store.get_many([("A", "1"), ("A", "2"), ("A", "3"), ("A", "4")])
+    assert len(found) == 4
+    assert client.calls == 3
+    assert pauses == [0, 1]
+
+
+def test_unprocessed_keys_with_no_time_left_are_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mysetlist.catalog_store.pause_before_retry", lambda retry: False)
+    store = CatalogStore(PartlyProcessing(busy=5), "catalog")  # type: ignore[arg-type]
+    with pytest.raises(Unavailable):
+        store.get_many([("A", "1"), ("A", "2")])

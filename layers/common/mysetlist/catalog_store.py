@@ -26,12 +26,16 @@ from mysetlist.dynamo import (
 from mysetlist.errors import Unavailable, Unprocessable
 from mysetlist.models import Artist, Page, Setlist, SetlistEntry, SetlistSet, Show, ShowStatus, Song, Venue
 from mysetlist.pagination import decode_cursor, encode_cursor
+from mysetlist.retry import pause_before_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _BATCH_GET_LIMIT = 100
 _BATCH_WRITE_LIMIT = 25
+# Tries of a batch call while DynamoDB leaves items unprocessed, with full-jitter backoff between
+# them (50 ms doubling up to 1 s), never past the invocation's remaining time.
+_BATCH_ATTEMPTS = 8
 MAX_TRANSACTION_ACTIONS = 100
 _FILTERED_READ = 100
 
@@ -321,27 +325,28 @@ class CatalogStore:
             if projection:
                 keys_and_attributes["ProjectionExpression"] = projection
             request: dict[str, Any] = {self._table: keys_and_attributes}
-            for _attempt in range(8):
+            for attempt in range(_BATCH_ATTEMPTS):
                 with unavailable_on_throttle("the catalogue"):
                     response = self._db.batch_get_item(RequestItems=request)
                 found += [from_item(i) for i in response.get("Responses", {}).get(self._table, [])]
                 request = dict(response.get("UnprocessedKeys") or {})
                 if not request:
                     break
-            else:
-                raise_unavailable()
+                # Unprocessed keys mean the table is at its limit: back off before asking again.
+                if attempt + 1 == _BATCH_ATTEMPTS or not pause_before_retry(attempt):
+                    raise_unavailable()
         return found
 
     def _write_batch(self, batch: Sequence[Mapping[str, Any]]) -> int:
         request: dict[str, Any] = {self._table: [{"PutRequest": {"Item": to_item(i)}} for i in batch]}
-        for _attempt in range(8):
+        for attempt in range(_BATCH_ATTEMPTS):
             with unavailable_on_throttle("the catalogue"):
                 response = self._db.batch_write_item(RequestItems=request)
             request = dict(response.get("UnprocessedItems") or {})
             if not request:
                 break
-        else:
-            raise_unavailable()
+            if attempt + 1 == _BATCH_ATTEMPTS or not pause_before_retry(attempt):
+                raise_unavailable()
         return len(batch)
 
     def _query_page(

@@ -59,10 +59,10 @@ def retry_call[T](
             if attempt >= attempts or isinstance(exc, CircuitOpenError) or not retryable(exc):
                 raise
             delay = rng() * backoff_cap(attempt - 1, base_delay, max_delay)
-            left = remaining_ms()
-            if left is not None and left - reserve_ms < delay * 1000:
+            if not _time_for(delay, reserve_ms, remaining_ms):
                 exc.add_note(
-                    f"retry_call gave up after {attempt} attempt(s): {left} ms left, {reserve_ms} ms reserved"
+                    f"retry_call gave up after {attempt} attempt(s): {remaining_ms()} ms left, "
+                    f"{reserve_ms} ms reserved"
                 )
                 raise
             logger.debug(
@@ -70,3 +70,28 @@ def retry_call[T](
                 extra={"attempt": attempt, "delay_seconds": round(delay, 4), "error": repr(exc)},
             )
             sleep(delay)
+
+
+def pause_before_retry(
+    retry: int,
+    *,
+    base_delay: float = 0.05,
+    max_delay: float = 1.0,
+    reserve_ms: int = 500,
+    remaining_ms: Callable[[], int | None] = remaining_time_ms,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+) -> bool:
+    """For loops that retry part of a request themselves (DynamoDB's unprocessed batch items):
+    sleep the full-jitter backoff before retry ``retry + 1`` (counting from 0) and return True,
+    or return False at once when that sleep would leave less than ``reserve_ms``."""
+    delay = rng() * backoff_cap(retry, base_delay, max_delay)
+    if not _time_for(delay, reserve_ms, remaining_ms):
+        return False
+    sleep(delay)
+    return True
+
+
+def _time_for(delay: float, reserve_ms: int, remaining_ms: Callable[[], int | None]) -> bool:
+    left = remaining_ms()
+    return left is None or left - reserve_ms >= delay * 1000
