@@ -5,12 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import Depends, Query
 
 from mysetlist import voting
-from mysetlist.api import bearer, create_app, current_caller, errors, lambda_handler, rate_limited
-from mysetlist.auth import Caller, caller_from_claims
+from mysetlist.api import (
+    create_app,
+    current_caller,
+    errors,
+    lambda_handler,
+    rate_limited,
+    token_caller,
+)
+from mysetlist.auth import Caller
 from mysetlist.cache import shared_cache
 from mysetlist.catalog_cache import CachedCatalogStore
 from mysetlist.dynamo import client_for
@@ -34,15 +40,8 @@ verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
 app = create_app("MySetlist votes API")
 
 
-async def token_holder(
-    request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
-) -> Caller | None:
-    """The caller of an anonymous route: verified here when an Authorization header is sent.
-    A header that is not a valid bearer token is a 401, never silently anonymous."""
-    authorization = request.headers.get("authorization")
-    if authorization is None:
-        return None
-    return caller_from_claims(verifier.verify(authorization))
+# The route is anonymous at the gateway: a token sent to it is verified here.
+token_holder = token_caller(verifier)
 
 
 # Votes are counted per user, after authentication (a 401 costs nothing); the tallies per

@@ -22,11 +22,12 @@ from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 from pydantic import BaseModel, Field
 
-from mysetlist.auth import Caller, Role, caller_from_event
+from mysetlist.auth import Caller, Role, caller_from_claims, caller_from_event
 from mysetlist.breaker import CircuitOpenError
 from mysetlist.cache import publish_metrics as publish_cache_metrics
 from mysetlist.dynamo import unavailable_for_open_circuit
 from mysetlist.errors import DomainError, Forbidden, Unauthorized
+from mysetlist.jwt_verify import JwtVerifier
 from mysetlist.observability import HTTP_CORRELATION, entrypoint, logger
 from mysetlist.ratelimit import Decision, Scope, shared_limiter, subject_for
 
@@ -176,6 +177,22 @@ async def current_caller(
     if caller is None:
         raise Unauthorized("sign in: this route needs an 'Authorization: Bearer <token>' header")
     return caller
+
+
+def token_caller(verifier: JwtVerifier) -> Callable[..., Awaitable[Caller | None]]:
+    """A dependency for routes that are anonymous at the gateway but personalised when a token is
+    sent: the token is verified here, as the JWT authorizer would. A header that is not a valid
+    bearer token is a 401, never silently anonymous."""
+
+    async def dependency(
+        request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
+    ) -> Caller | None:
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return None
+        return caller_from_claims(verifier.verify(authorization))
+
+    return dependency
 
 
 def require_roles(*roles: Role) -> Callable[[Request], Awaitable[Caller]]:
