@@ -91,7 +91,7 @@ import: $(PY) ## load setlists into the catalogue: make import DATA=file.jsonl [
 	@test -n "$(DATA)" || { echo "usage: make import DATA=file.jsonl [STACK=stack-name]"; exit 2; }
 	$(PY) -m tests.local_stack.import_setlists $(if $(STACK),--stack $(STACK),) $(DATA)
 
-.PHONY: sizes bench-cold-start bench-cache
+.PHONY: sizes bench-cold-start bench-cache bench-votes
 BENCH_ARGS ?=
 # The benches log nothing but their JSON lines; metrics go to a namespace of their own.
 BENCH_ENV := POWERTOOLS_LOG_LEVEL=WARNING POWERTOOLS_METRICS_NAMESPACE=MySetlistBench POWERTOOLS_TRACE_DISABLED=true
@@ -106,7 +106,10 @@ bench-cache: $(PY) ## cache: L1 policy vs LRU and Belady, stampede loader calls,
 	$(BENCH_ENV) $(PY) -m tests.bench.cache_policy
 	$(BENCH_ENV) $(PY) -m tests.bench.cache_bench
 
-bench: sizes bench-cold-start bench-cache ## benchmarks (never part of make test)
+bench-votes: $(PY) ## tally writes per 1k votes vs minimum, processor vs naive throughput, hottest partition at 10k votes/s (JSON lines)
+	$(BENCH_ENV) $(PY) -m tests.bench.votes_bench
+
+bench: sizes bench-cold-start bench-cache bench-votes ## benchmarks (never part of make test)
 
 openapi: $(PY) ## regenerate docs/openapi from the FastAPI apps (a unit test fails when they are stale)
 	$(PY) -m tests.tools.openapi
