@@ -1,7 +1,8 @@
 """VoteProcessor: the votes table's stream -> exact tallies (one write per song per batch).
 
 Event source mapping (template.yaml): ReportBatchItemFailures, bisection on function error,
-bounded retries and record age, an on-failure queue with an alarm.
+bounded retries and record age, an on-failure queue with an alarm. With EVENT_BUS_NAME set, each
+batch's counted vote changes are published to the votes bus (mysetlist.domain_events).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import boto3
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from botocore.config import Config
 
+from mysetlist.domain_events import SqsEventDeadLetters, VoteEventPublisher
 from mysetlist.dynamo import client_for
-from mysetlist.observability import entrypoint
+from mysetlist.observability import entrypoint, logger
 from mysetlist.quarantine import SqsQuarantine
 from mysetlist.settings import load_settings
 from mysetlist.stream_batch import TallyBatchProcessor, record_handler
@@ -21,20 +23,36 @@ from mysetlist.tallies import TallyStore
 
 settings = load_settings()
 settings.require("tallies_table", "dead_letter_queue_url")
+# Short timeouts: a stuck call fails fast and its entries are retried or dead-lettered.
+aws_config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
+sqs = boto3.client(
+    "sqs", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None, config=aws_config
+)
+publisher: VoteEventPublisher | None = None
+if settings.event_bus_name:
+    publisher = VoteEventPublisher(
+        boto3.client(
+            "events",
+            region_name=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url or None,
+            config=aws_config,
+        ),
+        settings.event_bus_name,
+        SqsEventDeadLetters(
+            sqs,
+            settings.dead_letter_queue_url,
+            source="VoteProcessor",
+            event_bus_name=settings.event_bus_name,
+        ),
+    )
+else:
+    logger.warning("EVENT_BUS_NAME is not set: vote events are not published")
 processor = TallyBatchProcessor(
     TallyStore(
         client_for(settings), settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds
     ),
-    SqsQuarantine(
-        boto3.client(
-            "sqs",
-            region_name=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url or None,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5),
-        ),
-        settings.dead_letter_queue_url,
-        source="VoteProcessor",
-    ),
+    SqsQuarantine(sqs, settings.dead_letter_queue_url, source="VoteProcessor"),
+    publisher=publisher,
 )
 
 

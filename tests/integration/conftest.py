@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
-from tests.support.template import create_tables, default_template, load_handler
+from tests.support.template import create_event_buses, create_tables, default_template, load_handler
 from tests.support.valkey import LocalValkey, running_valkey
 
 AUDIENCE = "integration-client"
@@ -132,12 +132,14 @@ def aws(issuer: Issuer, valkey: LocalValkey) -> Iterator[dict[str, str]]:
         bucket = "it-mysetlist-local-models"
         boto3.client("s3").create_bucket(Bucket=bucket)
         topic_arn = boto3.client("sns").create_topic(Name="it-mysetlist-local-alarms")["TopicArn"]
+        buses = create_event_buses(boto3.client("events"), "it-")
         os.environ.update(
             {
                 "PLATFORM_TABLE": tables["PlatformTable"],
                 "MODEL_BUCKET": bucket,
                 "ALERT_TOPIC_ARN": topic_arn,
                 "DEAD_LETTER_QUEUE_URL": queues["VoteProcessorDLQ"],
+                "EVENT_BUS_NAME": buses["VoteEventsBus"],
                 "CATALOG_TABLE": tables["CatalogTable"],
                 "VOTES_TABLE": tables["VotesTable"],
                 "TALLIES_TABLE": tables["TalliesTable"],

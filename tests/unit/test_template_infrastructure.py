@@ -268,3 +268,28 @@ def test_every_function_is_built_by_the_makefile_of_its_folder() -> None:
     for function_id, spec in template.functions.items():
         assert template.resources[function_id]["Metadata"]["BuildMethod"] == "makefile", function_id
         assert (spec.code_dir / "Makefile").is_file(), function_id
+
+
+def test_the_votes_bus_is_archived_and_only_the_vote_processor_publishes_to_it() -> None:
+    template = default_template()
+    assert template.event_bus_name("VoteEventsBus") == "mysetlist-local-votes"
+    archive = _resource("VoteEventsArchive")
+    assert archive["Type"] == "AWS::Events::Archive"
+    assert archive["Properties"]["SourceArn"] == {"Fn::GetAtt": ["VoteEventsBus", "Arn"]}
+    assert archive["Properties"]["RetentionDays"] >= 7  # a consumer added later can replay a week
+    assert "EventPattern" not in archive["Properties"]  # every event
+    assert template.function_environment("VoteProcessor", _resolver(template))["EVENT_BUS_NAME"] == (
+        "ref-VoteEventsBus"
+    )
+    put_events = {
+        function_id: [
+            p["EventBridgePutEventsPolicy"]
+            for p in _resource(function_id)["Properties"].get("Policies") or []
+            if isinstance(p, dict) and "EventBridgePutEventsPolicy" in p
+        ]
+        for function_id in template.functions
+    }
+    assert {f: p for f, p in put_events.items() if p} == {
+        "VoteProcessor": [{"EventBusName": {"Ref": "VoteEventsBus"}}]
+    }
+    assert not any("events:PutEvents" in _actions(s) for f in template.functions for s in _statements(f))

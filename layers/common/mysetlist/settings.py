@@ -25,6 +25,8 @@ class Settings(BaseModel):
     users_table: str = ""
     # The function's own dead-letter queue (unreadable stream records go there).
     dead_letter_queue_url: str = ""
+    # The EventBridge bus the VoteProcessor publishes vote events to; empty: none are published.
+    event_bus_name: str = ""
     # Local stack and tests only: where the AWS APIs live (moto's server). Empty in AWS.
     aws_endpoint_url: str = ""
     # Seconds a DynamoDB request may take: short in AWS so a stuck call fails fast and is

@@ -4,6 +4,13 @@ Powertools calls the record handler per record (here: parse it into a :class:`Vo
 this subclass then quarantines unreadable records, applies the rest as one delivery
 (:func:`apply_delivery`) and reports as failed every record that was not counted, so Lambda
 replays exactly those.
+
+With a publisher, it then publishes the vote events of every record counted in this
+invocation (:mod:`mysetlist.domain_events`), including records skipped because an earlier
+attempt had counted them (that attempt may have died before publishing). Events whose
+publishing and dead-lettering both failed have their records reported as failed from the
+first of them: a forward marker keyed by that record first hands the counted range to the
+delivery Lambda will start there, so the replay counts nothing twice and publishes again.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from mysetlist.breaker import CircuitOpenError
+from mysetlist.domain_events import VoteEvent, VoteEventPublisher, vote_event
 from mysetlist.observability import logger, metrics
 from mysetlist.tallies import TallyPort, VoteChange, apply_delivery, change_from_record
 
@@ -52,10 +60,12 @@ class TallyBatchProcessor(BatchProcessor):
         *,
         clock: Callable[[], dt.datetime] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        publisher: VoteEventPublisher | None = None,
     ) -> None:
         super().__init__(event_type=EventType.DynamoDBStreams)
         self._store = store
         self._quarantine = quarantine
+        self._publisher = publisher
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._sleep = sleep
 
@@ -68,14 +78,21 @@ class TallyBatchProcessor(BatchProcessor):
             parsed.append((record, result))
         parsed = self._quarantine_unreadable(parsed)
         if parsed:
-            self._count(parsed)
+            counted = self._count(parsed)
+            if self._publisher is not None and counted:
+                self._publish(self._publisher, parsed[:counted])
         return results
 
-    def _count(self, parsed: Parsed) -> None:
+    def _remaining_ms(self) -> int | None:
         context = getattr(self, "lambda_context", None)
+        return int(context.get_remaining_time_in_millis()) if context is not None else None
+
+    def _count(self, parsed: Parsed) -> int:
+        """Count the delivery; how many of its records (a prefix) are counted."""
 
         def time_left() -> float:
-            return context.get_remaining_time_in_millis() / 1000 if context is not None else float("inf")
+            left = self._remaining_ms()
+            return left / 1000 if left is not None else float("inf")
 
         outcome = apply_delivery(
             self._store,
@@ -98,6 +115,46 @@ class TallyBatchProcessor(BatchProcessor):
                 # the open circuit here, so the mapping's retries are not all spent in a second.
                 self._sleep(max(0.0, min(error.retry_after, time_left() - 1.0)))
             self._fail_from(parsed, outcome.first_unapplied, error)
+            return outcome.first_unapplied
+        return len(parsed)
+
+    def _publish(self, publisher: VoteEventPublisher, counted: Parsed) -> None:
+        """Publish the events of the ``counted`` records. Records of events that were neither
+        published nor dead-lettered are reported as failed, from the first of them."""
+        events: list[VoteEvent] = []
+        index_of: dict[str, int] = {}
+        for index, (record, change) in enumerate(counted):
+            if change.delta is None:
+                continue  # a no-op write or a quarantined record: no vote changed
+            event = vote_event(record)
+            if event is not None:
+                events.append(event)
+                index_of[event.event_id] = index
+        if not events:
+            return
+        outcome = publisher.publish(events, remaining_ms=self._remaining_ms)
+        if not outcome.undelivered:
+            return
+        first = min(index_of[event.event_id] for event in outcome.undelivered)
+        stream_arn = str(counted[0][0].get("eventSourceARN", ""))
+        if first > 0:
+            # These records are counted, in the marker of the delivery that starts at
+            # counted[0]; Lambda will start the next delivery at counted[first]. Key a forward
+            # marker there (as after a bisected retry) so that delivery skips them. If this
+            # write fails the invocation fails: Lambda retries from counted[0], whose marker
+            # lists them all.
+            self._store.forward(
+                stream_arn=stream_arn,
+                sequences=[change.sequence_number for _, change in counted[first:]],
+                now=self._clock(),
+            )
+        logger.warning(
+            "vote events neither published nor dead-lettered; their records will be replayed",
+            extra={"from_record": first, "records": len(counted), "events": len(outcome.undelivered)},
+        )
+        self._fail_from(
+            counted, first, UndeliveredEvents(f"{len(outcome.undelivered)} vote events undelivered")
+        )
 
     def _quarantine_unreadable(self, parsed: Parsed) -> Parsed:
         """Send unreadable records to the dead-letter queue. If that fails, that record and all
@@ -120,3 +177,7 @@ class TallyBatchProcessor(BatchProcessor):
         for record, _ in parsed[index:]:
             self.success_messages.remove(record)  # type: ignore[arg-type]  # Powertools keeps raw records here
             self.failure_handler(record=DynamoDBRecord(record), exception=(type(error), error, None))
+
+
+class UndeliveredEvents(RuntimeError):
+    """Vote events could be neither published nor dead-lettered (the reason a record failed)."""

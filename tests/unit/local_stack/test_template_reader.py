@@ -15,6 +15,7 @@ from tests.support.template import (
     TemplateError,
     UnresolvedIntrinsic,
     create_buckets,
+    create_event_buses,
     create_keys,
     create_tables,
     create_topics,
@@ -288,3 +289,14 @@ def test_a_file_that_is_not_a_template_is_refused(tmp_path: Path) -> None:
     path.write_text("just: text\n")
     with pytest.raises(TemplateError, match="no Resources"):
         Template.load(path)
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_event_buses_are_created_from_the_template_in_moto() -> None:
+    with mock_aws():
+        events = boto3.client("events", region_name="us-east-1")
+        buses = create_event_buses(events, "t3-")
+        assert buses == {"VoteEventsBus": "t3-mysetlist-local-votes"}
+        assert events.describe_event_bus(Name=buses["VoteEventsBus"])["Arn"] == (
+            "arn:aws:events:us-east-1:123456789012:event-bus/t3-mysetlist-local-votes"
+        )
