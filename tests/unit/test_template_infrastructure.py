@@ -114,7 +114,7 @@ def test_cache_users_join_the_vpc_and_may_wrap_cache_keys(function_id: str) -> N
 def test_functions_that_do_not_cache_stay_out_of_the_vpc_and_the_cache() -> None:
     template = default_template()
     others = set(template.functions) - set(CACHE_USERS)
-    assert others == {"UserProfileSync"}
+    assert others == {"UserProfileSync", "TallyReconciler"}
     for function_id in others:
         assert "VpcConfig" not in _resource(function_id)["Properties"]
         assert "CACHE_URL" not in template.functions[function_id].environment
@@ -191,7 +191,7 @@ def test_health_routes_are_anonymous_for_get_and_need_a_token_for_post() -> None
 
 def test_health_check_and_cache_warmer_run_on_scheduler_schedules() -> None:
     schedules = {s.function_id: s for s in default_template().schedules}
-    assert set(schedules) == {"HealthCheck", "CacheWarmer"}
+    assert set(schedules) == {"HealthCheck", "CacheWarmer", "TallyReconciler"}
     check, warmer = schedules["HealthCheck"], schedules["CacheWarmer"]
     assert (check.kind, check.expression, check.name) == (
         "ScheduleV2",
@@ -213,6 +213,28 @@ def test_health_check_and_cache_warmer_run_on_scheduler_schedules() -> None:
     assert _resource("HealthCheck")["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
 
 
+def test_the_tally_reconciler_runs_every_15_minutes_and_writes_only_the_tallies() -> None:
+    (spec,) = [s for s in default_template().schedules if s.function_id == "TallyReconciler"]
+    assert (spec.kind, spec.expression, spec.enabled) == ("ScheduleV2", "rate(15 minutes)", True)
+    parse_schedule(spec.expression)
+    props = _resource("TallyReconciler")["Properties"]
+    event = props["Events"]["EveryFifteenMinutes"]["Properties"]
+    assert event["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SchedulesDLQ", "Arn"]}}
+    assert event["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    assert "VpcConfig" not in props
+    reads = [next(iter(p.values())) for p in props["Policies"] if "DynamoDBReadPolicy" in p]
+    assert reads == [{"TableName": {"Ref": "CatalogTable"}}, {"TableName": {"Ref": "VotesTable"}}]
+    (statement,) = _statements("TallyReconciler")
+    assert statement["Resource"] == {"Fn::GetAtt": ["TalliesTable", "Arn"]}
+    assert _actions(statement) == {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
+
+
 def test_a_silent_health_checker_raises_an_alarm() -> None:
     alarm = _resource("HealthCheckNotRunningAlarm")["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
@@ -230,7 +252,7 @@ def test_a_silent_health_checker_raises_an_alarm() -> None:
 def test_every_new_function_has_its_error_alarm_and_dashboard_line() -> None:
     resources = default_template().resources
     dashboard = str(resources["OperationsDashboard"]["Properties"]["DashboardBody"])
-    for function_id in ("HealthApi", "HealthCheck", "CacheWarmer"):
+    for function_id in ("HealthApi", "HealthCheck", "CacheWarmer", "TallyReconciler"):
         alarm = resources[f"{function_id}ErrorsAlarm"]["Properties"]
         assert f"'Ref': '{function_id}'" in str(alarm)
         assert "${" + function_id + "}" in dashboard
