@@ -34,9 +34,9 @@ from botocore.exceptions import ClientError
 
 from mysetlist import keys
 from mysetlist.catalog_store import CatalogStore
-from mysetlist.dynamo import error_code, from_item, to_item, unavailable_on_throttle
+from mysetlist.dynamo import error_code, from_item, to_item
 from mysetlist.models import Show, ShowStatus
-from mysetlist.tallies import MAX_SONGS_PER_COMMIT
+from mysetlist.tallies import MAX_SONGS_PER_COMMIT, TallyStore
 from mysetlist.votes_store import VotesStore
 from mysetlist.voting import voting_closes_at
 
@@ -132,39 +132,22 @@ def plan(
 
 
 # ---------------------------------------------------------------- storage
+_UNUSED_MARKER_TTL = 3600
+
+
 class ReconcileStore:
     """Strongly consistent tally reads, observations, and repairs in TalliesTable."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
+        # Only its read is used here: the marker TTL does not matter.
+        self._tallies = TallyStore(client, table, marker_ttl_seconds=_UNUSED_MARKER_TTL)
 
     def tallies(self, show_id: str) -> dict[str, Counts]:
         """A show's tallies per song, lanes summed (as TallyStore.read, but strongly consistent:
         a run must see the repairs of the run whose observation it has just read)."""
-        totals: dict[str, Counts] = {}
-        for pk in keys.tally_partitions(show_id):
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "KeyConditionExpression": "PK = :pk",
-                "ExpressionAttributeValues": to_item({":pk": pk}),
-                "ProjectionExpression": "song_id, upvotes, downvotes",
-                "ConsistentRead": True,
-            }
-            while True:
-                with unavailable_on_throttle("the tallies"):
-                    response = self._db.query(**kwargs)
-                for raw in response.get("Items", []):
-                    item = from_item(raw)
-                    up, down = totals.get(item["song_id"], (0, 0))
-                    totals[item["song_id"]] = (
-                        up + int(item.get("upvotes", 0)),
-                        down + int(item.get("downvotes", 0)),
-                    )
-                if "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return totals
+        return {c.song_id: (c.up, c.down) for c in self._tallies.read(show_id, consistent=True)}
 
     def observation(self, show_id: str) -> Observation | None:
         response = self._db.get_item(

@@ -120,8 +120,9 @@ class TallyStore:
         self._table = table
         self._marker_ttl = marker_ttl_seconds
 
-    def read(self, show_id: str) -> list[SongTallyCount]:
-        """A show's tallies per song: its shard partitions queried, lanes summed."""
+    def read(self, show_id: str, *, consistent: bool = False) -> list[SongTallyCount]:
+        """A show's tallies per song: its shard partitions queried, lanes summed (the
+        reconciler's repair lane included). ``consistent`` reads strongly consistently."""
         totals: dict[str, list[int]] = {}
         for pk in keys.tally_partitions(show_id):
             kwargs: dict[str, Any] = {
@@ -129,6 +130,7 @@ class TallyStore:
                 "KeyConditionExpression": "PK = :pk",
                 "ExpressionAttributeValues": to_item({":pk": pk}),
                 "ProjectionExpression": "song_id, upvotes, downvotes",
+                "ConsistentRead": consistent,
             }
             while True:
                 with unavailable_on_throttle("the tallies"):
