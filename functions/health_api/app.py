@@ -53,6 +53,7 @@ reporter = HealthReporter(
     settings,
     breakers=all_breakers,
     cache_stats=lambda: shared_cache().stats(),
+    cache_hot_keys=lambda: shared_cache().hot_keys(),
 )
 
 app = create_app("MySetlist health API")

@@ -14,6 +14,7 @@ from mysetlist.dynamo import client_for
 from mysetlist.observability import entrypoint, logger, metrics
 from mysetlist.reconcile import ReconcileStore, reconcile
 from mysetlist.settings import load_settings
+from mysetlist.tallies import TallyStore
 from mysetlist.votes_store import VotesStore
 
 settings = load_settings()
@@ -21,7 +22,11 @@ settings.require("catalog_table", "votes_table", "tallies_table")
 _db = client_for(settings)
 catalog = CatalogStore(_db, settings.catalog_table)
 votes = VotesStore(_db, settings.votes_table)
-store = ReconcileStore(_db, settings.tallies_table)
+store = ReconcileStore(
+    _db,
+    settings.tallies_table,
+    TallyStore(_db, settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds),
+)
 
 
 class ReconcileFailed(RuntimeError):

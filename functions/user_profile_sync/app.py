@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
+from mysetlist.aws import service_client
 from mysetlist.dynamo import client_for
 from mysetlist.observability import entrypoint
 from mysetlist.profiles import ProfileStore, profile_from_cognito_event
@@ -18,9 +17,7 @@ from mysetlist.settings import load_settings
 settings = load_settings()
 settings.require("users_table")
 profiles = ProfileStore(client_for(settings), settings.users_table)
-cognito = boto3.client(
-    "cognito-idp", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None
-)
+cognito = service_client("cognito-idp", settings)
 
 DEFAULT_GROUP = "user"
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.batch import process_partial_response
-from botocore.config import Config
 
+from mysetlist.aws import service_client
 from mysetlist.domain_events import SqsEventDeadLetters, VoteEventPublisher
 from mysetlist.dynamo import client_for
 from mysetlist.observability import entrypoint, logger
@@ -23,20 +22,11 @@ from mysetlist.tallies import TallyStore
 
 settings = load_settings()
 settings.require("tallies_table", "dead_letter_queue_url")
-# Short timeouts: a stuck call fails fast and its entries are retried or dead-lettered.
-aws_config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
-sqs = boto3.client(
-    "sqs", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None, config=aws_config
-)
+sqs = service_client("sqs", settings)
 publisher: VoteEventPublisher | None = None
 if settings.event_bus_name:
     publisher = VoteEventPublisher(
-        boto3.client(
-            "events",
-            region_name=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url or None,
-            config=aws_config,
-        ),
+        service_client("events", settings),
         settings.event_bus_name,
         SqsEventDeadLetters(
             sqs,

@@ -168,7 +168,7 @@ def round_trip(url: str) -> list[dict[str, Any]]:
             stored = 0
             for _ in range(ROUND_TRIPS):
                 began = time.perf_counter()
-                blob, _ = encode(
+                blob = encode(
                     key,
                     payload,
                     stored_at=time.time(),

@@ -181,6 +181,7 @@ def test_the_detailed_view_has_every_section(
         assert body["errorRates"][service]["checks24h"] == 0.0
     assert set(body["cache"]) >= {"l1", "l2", "loader"}
     assert body["cache"]["l2"]["configured"] is True
+    assert set(body["cacheHotKeys"]) == {"top_keys", "fleet_top_keys", "hot_key_patterns"}
     assert set(body["breakers"]) >= {d.value for d in Dependency}
     assert body["breakers"]["valkey"]["state"] == "closed"
     assert "config" not in body["breakers"]["valkey"]

@@ -44,7 +44,7 @@ class World:
         self.catalog = CatalogStore(dynamodb, settings.catalog_table)
         self.votes = VotesStore(dynamodb, settings.votes_table)
         self.tallies = TallyStore(dynamodb, settings.tallies_table, marker_ttl_seconds=3600)
-        self.store = ReconcileStore(dynamodb, settings.tallies_table)
+        self.store = ReconcileStore(dynamodb, settings.tallies_table, self.tallies)
         arn = dynamodb.describe_table(TableName=settings.votes_table)["Table"]["LatestStreamArn"]
         self.reader = StreamReader(boto3.client("dynamodbstreams"), arn)
         self.reader.new_records()  # only what this test writes from here on

@@ -19,7 +19,6 @@ from mysetlist.alerts import (
     minute_key,
     uptime_of,
     utc_iso,
-    worst_severity,
     worst_status,
 )
 
@@ -48,9 +47,7 @@ def test_the_open_alert_index_lists_critical_first() -> None:
     assert keys == [f"1#{utc_iso(minute(1))}", f"1#{utc_iso(minute(5))}", f"3#{utc_iso(minute(0))}"]
 
 
-def test_worst_severity_and_status() -> None:
-    assert worst_severity([Severity.INFO, Severity.CRITICAL, Severity.WARNING]) is Severity.CRITICAL
-    assert worst_severity([]) is None
+def test_worst_status() -> None:
     assert worst_status([HealthStatus.PASS, HealthStatus.WARN]) is HealthStatus.WARN
     assert worst_status([HealthStatus.WARN, HealthStatus.FAIL, HealthStatus.PASS]) is HealthStatus.FAIL
     assert worst_status([]) is HealthStatus.PASS

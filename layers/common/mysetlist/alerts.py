@@ -75,11 +75,6 @@ class Severity(StrEnum):
 _SEVERITY_LEVELS = {Severity.INFO: 1, Severity.WARNING: 2, Severity.CRITICAL: 3}
 
 
-def worst_severity(severities: Iterable[Severity]) -> Severity | None:
-    """The most severe of ``severities`` (None when there are none)."""
-    return max(severities, key=lambda s: s.level, default=None)
-
-
 class HealthStatus(StrEnum):
     """The three states of the health-check response format for HTTP APIs."""
 

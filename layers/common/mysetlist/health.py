@@ -45,7 +45,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -68,7 +67,9 @@ from mysetlist.alerts import (
     utc_iso,
     worst_status,
 )
+from mysetlist.aws import service_client
 from mysetlist.breaker import BreakerState, CircuitBreaker, CircuitOpenError, Dependency, breaker_for
+from mysetlist.dynamo import client_for
 from mysetlist.models import Model
 from mysetlist.observability import logger, metrics
 from mysetlist.settings import Settings
@@ -83,6 +84,8 @@ if TYPE_CHECKING:
 HEALTH_MEDIA_TYPE = "application/health+json"
 # A check slower than this is reported failed (the probe's thread runs on; its clients time out).
 CHECK_TIMEOUT_SECONDS = 5.0
+# A probe's read timeout (seconds); it gets one retry.
+PROBE_READ_TIMEOUT = 2.0
 # More than this share of the last 15 minutes' checks failed is degraded. The share is of the
 # window's 15 checks (fewer recorded ones count as passed): one failure is a blip (7 %), two are
 # instability (13 %); a new deployment's first checks are not judged on a handful of samples.
@@ -309,30 +312,13 @@ def ses_probe(client: Callable[[], SESClient]) -> Probe:
 # ---------------------------------------------------------------------------------- clients
 
 
-def _aws_config() -> Any:
-    from botocore.config import Config  # noqa: PLC0415 - botocore is loaded with boto3 anyway
-
-    # Short timeouts and one retry: a probe should see a failing dependency, fast.
-    return Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 2})
-
-
-@lru_cache(maxsize=8)
-def _aws_client(service: str, region: str, endpoint_url: str) -> Any:
-    import boto3  # noqa: PLC0415 - created on the first check, not at cold start
-
-    make_client: Any = boto3.client  # one factory for several services (their stubs are per service)
-    made = make_client(service, region_name=region, endpoint_url=endpoint_url or None, config=_aws_config())
-    if service == "dynamodb":
-        from mysetlist.dynamo import attach_breaker  # noqa: PLC0415
-
-        attach_breaker(made)  # every GetItem is a call of the DYNAMODB breaker
-    return made
-
-
 def aws_client(service: str, settings: Settings) -> Any:
     """The container's probe client of ``service`` ("dynamodb", "s3", "sns", "ses"): short
-    timeouts, one retry; DynamoDB's reports to the DYNAMODB breaker."""
-    return _aws_client(service, settings.aws_region, settings.aws_endpoint_url)
+    timeouts and one retry, so a probe sees a failing dependency fast. DynamoDB's is the shared
+    client kind (``dynamo.client_for``), which reports each request to the DYNAMODB breaker."""
+    if service == "dynamodb":
+        return client_for(settings, read_timeout=PROBE_READ_TIMEOUT)
+    return service_client(service, settings, connect_timeout=1.0, read_timeout=PROBE_READ_TIMEOUT, attempts=2)
 
 
 def table_names(settings: Settings) -> dict[str, str]:
@@ -1181,6 +1167,7 @@ class HealthReporter:
         *,
         breakers: Callable[[], Mapping[str, Any]],
         cache_stats: Callable[[], Mapping[str, Any]],
+        cache_hot_keys: Callable[[], Mapping[str, Any]] | None = None,
         timeout_seconds: float = CHECK_TIMEOUT_SECONDS,
     ) -> None:
         self._store = store
@@ -1188,6 +1175,7 @@ class HealthReporter:
         self._settings = settings
         self._breakers = breakers
         self._cache_stats = cache_stats
+        self._cache_hot_keys = cache_hot_keys
         self._timeout = timeout_seconds
         # Uptime reads a week of minutes per dependency: computed again only when a new check
         # was recorded or the minute changed.
@@ -1225,6 +1213,8 @@ class HealthReporter:
             "breakers": breakers,
             "alerts": [a.model_dump(mode="json") for a in self._store.open_alerts()],
         }
+        if self._cache_hot_keys is not None:
+            body["cacheHotKeys"] = dict(self._cache_hot_keys())
         return HealthDocument(body)
 
     def service(self, name: str, now: dt.datetime) -> HealthDocument:

@@ -132,17 +132,13 @@ def plan(
 
 
 # ---------------------------------------------------------------- storage
-_UNUSED_MARKER_TTL = 3600
-
-
 class ReconcileStore:
     """Strongly consistent tally reads, observations, and repairs in TalliesTable."""
 
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, tallies: TallyStore) -> None:
         self._db = client
         self._table = table
-        # Only its read is used here: the marker TTL does not matter.
-        self._tallies = TallyStore(client, table, marker_ttl_seconds=_UNUSED_MARKER_TTL)
+        self._tallies = tallies  # its reads of the same table (lanes summed)
 
     def tallies(self, show_id: str) -> dict[str, Counts]:
         """A show's tallies per song, lanes summed (as TallyStore.read, but strongly consistent:

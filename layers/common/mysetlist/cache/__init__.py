@@ -12,6 +12,7 @@ import os
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from mysetlist.aws import service_client
 from mysetlist.cache.core import Cache, CacheConfig, WarmSpec, pattern_of
 from mysetlist.cache.crypto import KmsEnvelope
 from mysetlist.cache.l1 import Priority
@@ -114,12 +115,6 @@ def publish_metrics() -> None:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-@lru_cache(maxsize=4)
-def _kms_client_for(region: str, endpoint_url: str) -> KMSClient:
-    import boto3  # noqa: PLC0415 - only functions that encrypt cache values need KMS
-
-    return boto3.client("kms", region_name=region, endpoint_url=endpoint_url or None)
-
-
 def _kms_client(settings: Settings) -> KMSClient:
-    return _kms_client_for(settings.aws_region, settings.aws_endpoint_url)
+    kms: KMSClient = service_client("kms", settings)
+    return kms

@@ -56,8 +56,8 @@ def encode(
     tag_versions: Mapping[str, int],
     compress: bool,
     encryptor: Encryptor | None,
-) -> tuple[bytes, int]:
-    """The stored form of ``payload`` (JSON bytes) and its flags."""
+) -> bytes:
+    """The stored form of ``payload`` (JSON bytes)."""
     flags = 0
     if compress:
         packed = zlib.compress(payload, COMPRESSION_LEVEL)
@@ -67,7 +67,7 @@ def encode(
         payload, flags = encryptor.encrypt(payload, key.encode()), flags | FLAG_ENCRYPTED
     tags = json.dumps(sorted(tag_versions.items()), separators=(",", ":")).encode()
     header = _HEADER.pack(FORMAT_VERSION, flags, stored_at, stored_at + ttl, ttl, len(tags))
-    return header + tags + payload, flags
+    return header + tags + payload
 
 
 def decode(key: str, blob: bytes, encryptor: Encryptor | None) -> Envelope:

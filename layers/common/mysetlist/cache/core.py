@@ -283,8 +283,12 @@ class Cache:
         return {name: value - previous.get(name, 0) for name, value in now.items()}
 
     def detailed_metrics(self, limit: int = 20) -> dict[str, Any]:
-        """Top keys (this container's L1 estimate and the fleet's sampled counts in Valkey) and
-        hot key patterns (the key's namespace: the part before the first ``:``)."""
+        """:meth:`hot_keys` and :meth:`stats` together."""
+        return {**self.hot_keys(limit), "stats": self.stats()}
+
+    def hot_keys(self, limit: int = 20) -> dict[str, Any]:
+        """Top keys (this container's L1 hits and the fleet's sampled counts in Valkey) and hot
+        key patterns (the key's namespace: the part before the first ``:``)."""
         self._flush_hits(force=True)
         local = self._l1.top_keys(limit)
         fleet: list[tuple[str, float]] = []
@@ -298,10 +302,9 @@ class Cache:
             patterns[pattern_of(key)] = patterns.get(pattern_of(key), 0.0) + count
         ranked = sorted(patterns.items(), key=lambda item: -item[1])[:limit]
         return {
-            "top_keys": [{"key": k, "estimated_hits": c} for k, c in local],
+            "top_keys": [{"key": k, "hits": c} for k, c in local],
             "fleet_top_keys": [{"key": k, "hits": round(c, 1)} for k, c in fleet[:limit]],
             "hot_key_patterns": [{"pattern": p, "hits": round(c, 1)} for p, c in ranked],
-            "stats": self.stats(),
         }
 
     def warm_up(self, specs: Iterable[WarmSpec]) -> dict[str, int]:
@@ -555,7 +558,7 @@ class Cache:
             and versions is not None
             and (not spec.encrypt or self._encryptor is not None)
         ):
-            blob, _ = encode(
+            blob = encode(
                 spec.key,
                 payload,
                 stored_at=now,
