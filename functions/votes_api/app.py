@@ -1,30 +1,39 @@
-"""VotesApi: POST /api/votes (signed-in) and GET /api/votes?show_id= (anonymous or signed-in)."""
+"""VotesApi: POST /api/votes (signed-in), GET /api/votes?show_id= (anonymous or signed-in) and
+GET /api/trending (anonymous)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 
 from mysetlist import voting
+from mysetlist.activity import ActivityConfig
 from mysetlist.api import (
     create_app,
     current_caller,
     errors,
     lambda_handler,
     rate_limited,
+    source_ip,
     token_caller,
 )
 from mysetlist.auth import Caller
 from mysetlist.cache import shared_cache
 from mysetlist.catalog_cache import CachedCatalogStore
 from mysetlist.dynamo import client_for
+from mysetlist.errors import InvalidRequest
 from mysetlist.jwt_verify import JwtVerifier
-from mysetlist.models import Id, ShowVotes, VoteIn, VoteOut
+from mysetlist.models import Id, ShowVotes, Trending, TrendingScope, VoteIn, VoteOut
+from mysetlist.observability import logger
+from mysetlist.profiles import ProfileStore
 from mysetlist.ratelimit import VOTES_CAST, VOTES_READ
 from mysetlist.settings import load_settings
+from mysetlist.signals import DEVICE_ID_HEADER, DEVICE_ID_PATTERN, ClientSignals
 from mysetlist.tallies import TallyStore
+from mysetlist.trending import TrendingBoard
+from mysetlist.valkey import valkey_client
 from mysetlist.votes_store import VotesStore
 
 settings = load_settings()
@@ -34,7 +43,14 @@ cache = shared_cache()
 # The show and song checks of every vote, and the shared tallies board, come from the cache.
 catalog = CachedCatalogStore(_db, settings.catalog_table, cache)
 votes = VotesStore(_db, settings.votes_table)
-tallies = TallyStore(_db, settings.tallies_table, marker_ttl_seconds=settings.stream_marker_ttl_seconds)
+tallies = TallyStore(
+    _db,
+    settings.tallies_table,
+    marker_ttl_seconds=settings.stream_marker_ttl_seconds,
+    activity=ActivityConfig.from_settings(settings),
+)
+board = TrendingBoard(lambda: valkey_client(settings), tallies.activity)
+profiles = ProfileStore(_db, settings.users_table) if settings.users_table else None
 verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
 
 app = create_app("MySetlist votes API")
@@ -52,8 +68,76 @@ token_holder = token_caller(verifier)
     responses=errors(401, 404, 409, 429),
     dependencies=[Depends(rate_limited(VOTES_CAST, current_caller))],
 )
-async def cast_vote(body: VoteIn, caller: Annotated[Caller, Depends(current_caller)]) -> VoteOut:
-    return voting.cast_vote(catalog, votes, caller, body, dt.datetime.now(dt.UTC))
+async def cast_vote(
+    body: VoteIn, caller: Annotated[Caller, Depends(current_caller)], request: Request
+) -> VoteOut:
+    return voting.cast_vote(
+        catalog, votes, caller, body, dt.datetime.now(dt.UTC), client_signals(request, caller)
+    )
+
+
+@app.get(
+    "/api/trending",
+    response_model=Trending,
+    responses=errors(400, 404, 429, 503),
+    dependencies=[Depends(rate_limited(VOTES_READ))],
+)
+async def trending(
+    scope: Annotated[
+        TrendingScope, Query(description="songs: the songs of one show; shows: across the platform")
+    ],
+    show_id: Annotated[Id | None, Query(description="The show whose songs to rank (scope=songs)")] = None,
+    artist_id: Annotated[Id | None, Query(description="Only this artist's shows (scope=shows)")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many to return")] = 20,
+) -> Trending:
+    return voting.trending(
+        catalog,
+        votes,
+        tallies,
+        board,
+        scope=scope,
+        show_id=show_id,
+        artist_id=artist_id,
+        limit=limit,
+        now=dt.datetime.now(dt.UTC),
+        cache=cache,
+        ttl=settings.tallies_cache_seconds,
+    )
+
+
+def client_signals(request: Request, caller: Caller) -> ClientSignals:
+    """What suspicious-activity detection needs to know of the client (docs/realtime.md)."""
+    device_id = request.headers.get(DEVICE_ID_HEADER)
+    if device_id is not None and not DEVICE_ID_PATTERN.fullmatch(device_id):
+        raise InvalidRequest(
+            f"the {DEVICE_ID_HEADER} header must be 8 to 128 letters, digits or '._:-' (or be left out)",
+            details={"header": DEVICE_ID_HEADER},
+        )
+    return ClientSignals.from_request(
+        source_ip=source_ip(request),
+        user_agent=request.headers.get("user-agent"),
+        device_id=device_id,
+        account_created_at=account_created_at(caller.user_id),
+    )
+
+
+def account_created_at(user_id: str) -> dt.datetime | None:
+    """The caller's account creation time (cached: it never changes); None when unknown or
+    when it cannot be read now (detection then goes without it, the vote does not fail)."""
+    if profiles is None:
+        return None
+    store = profiles
+
+    def load() -> str:
+        created = store.created_at(user_id)
+        return created.isoformat() if created else ""
+
+    try:
+        stamp = cache.get(f"account-created:{user_id}", load, ttl=3600)
+    except Exception:  # a profile is a signal, not a requirement
+        logger.warning("could not read the caller's account creation time", exc_info=True)
+        return None
+    return dt.datetime.fromisoformat(stamp) if stamp else None
 
 
 @app.get(

@@ -10,6 +10,8 @@ import pytest
 
 from mysetlist.catalog_store import CatalogStore
 from mysetlist.importer import import_lines
+from mysetlist.profiles import ProfileStore, UserProfile
+from mysetlist.signals import keyed_hash
 from mysetlist.votes_store import VotesStore
 from tests.harness.events import call_http, claims_for, http_event, load_event
 from tests.integration.conftest import Issuer
@@ -157,3 +159,37 @@ def test_a_malformed_authorization_header_is_a_401_not_anonymous(
     status, reply = call_http(votes_api, event)
     assert status == 401
     assert reply["error"]["code"] == "unauthorized"
+
+
+def test_a_vote_records_the_clients_signals_for_fraud_detection(
+    votes_api: Any, catalog: CatalogStore, dynamodb: Any, settings: Any
+) -> None:
+    created = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    ProfileStore(dynamodb, settings.users_table).create_if_absent(
+        UserProfile(user_id="sig1", username="sig1", created_at=created)
+    )
+    event = vote("sig1", {"show_id": SHOW, "song_id": SONG, "vote_type": "up"})
+    event["headers"] |= {"user-agent": "Fan/1.0", "x-device-id": "device-0001"}
+    event["requestContext"]["http"]["sourceIp"] = "198.51.100.23"
+    assert call_http(votes_api, event)[0] == 200
+    item = dynamodb.get_item(
+        TableName=settings.votes_table, Key={"PK": {"S": f"{SHOW}#sig1"}, "SK": {"S": SONG}}
+    )["Item"]
+    assert item["net"] == {"S": "198.51.100.0/24"}
+    assert item["ip_hash"] == {"S": keyed_hash("198.51.100.23")}
+    assert item["ua_hash"] == {"S": keyed_hash("Fan/1.0")}
+    assert item["device_hash"] == {"S": keyed_hash("device-0001")}
+    assert float(item["account_created_at"]["N"]) == created.timestamp()
+    assert item["artist_id"] == {"S": "grateful-dead"}
+    assert "198.51.100.23" not in str(item)  # the address itself is never stored
+
+
+def test_a_malformed_device_id_is_refused_and_nothing_is_stored(
+    votes_api: Any, catalog: CatalogStore, votes: VotesStore
+) -> None:
+    event = vote("sig2", {"show_id": SHOW, "song_id": SONG, "vote_type": "up"})
+    event["headers"] |= {"x-device-id": "no spaces allowed"}
+    status, body = call_http(votes_api, event)
+    assert status == 400
+    assert "x-device-id" in body["error"]["message"]
+    assert votes.votes_of(SHOW, "sig2") == {}

@@ -158,6 +158,13 @@ class SongTally(Model):
     upvotes: int
     downvotes: int
     net: int
+    vote_velocity: float = Field(
+        default=0.0, description="Votes per minute for this song over the sliding window (5 minutes)"
+    )
+    trending_score: float = Field(default=0.0, description="Time-decayed vote weight (docs/realtime.md)")
+    positive_ratio: float | None = Field(
+        default=None, description="Up votes / all votes; absent while the song has none"
+    )
 
 
 class ShowVotes(Model):
@@ -165,6 +172,39 @@ class ShowVotes(Model):
     songs: list[SongTally]
     total_upvotes: int
     total_downvotes: int
+    vote_velocity: float = Field(
+        default=0.0, description="Votes per minute for the whole show over the sliding window (5 minutes)"
+    )
+    trending_score: float = Field(default=0.0, description="The show's trending score (sum of its songs')")
     my_votes: dict[str, VoteType] | None = Field(
         default=None, description="The signed-in caller's votes by song id (absent when anonymous)"
     )
+
+
+class TrendingScope(StrEnum):
+    SONGS = "songs"
+    SHOWS = "shows"
+
+
+class TrendingItem(Model):
+    """One entry of a trending list, with the original design's ``trending_metrics`` fields."""
+
+    show_id: str
+    song_id: str | None = Field(default=None, description="Set for scope=songs")
+    title: str | None = None
+    trending_score: float = Field(description="Time-decayed vote weight now (docs/realtime.md)")
+    vote_velocity: float = Field(description="Votes per minute over the sliding window (5 minutes)")
+    total_votes: int = Field(description="Standing up and down votes")
+    positive_ratio: float | None = Field(default=None, description="Up votes / all votes")
+
+
+class Trending(Model):
+    scope: TrendingScope
+    show_id: str | None = None
+    artist_id: str | None = None
+    half_life_hours: float
+    generated_at: dt.datetime
+    ranked_by: Literal["valkey", "tallies"] = Field(
+        description="Where the ranking came from: Valkey's sorted sets, or the tally items while Valkey is down"
+    )
+    items: list[TrendingItem]

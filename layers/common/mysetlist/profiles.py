@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from mysetlist.dynamo import error_code, to_item
+from mysetlist.dynamo import error_code, from_item, to_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -58,3 +58,16 @@ class ProfileStore:
                 return False
             raise
         return True
+
+    def created_at(self, user_id: str) -> dt.datetime | None:
+        """When the user's account was created; None when no profile is stored."""
+        response = self._db.get_item(
+            TableName=self._table,
+            Key=to_item({"PK": user_pk(user_id), "SK": PROFILE_SK}),
+            ProjectionExpression="created_at",
+        )
+        stamp = from_item(response["Item"]).get("created_at") if "Item" in response else None
+        if not stamp:
+            return None
+        moment = dt.datetime.fromisoformat(str(stamp))
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

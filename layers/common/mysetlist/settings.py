@@ -70,6 +70,15 @@ class Settings(BaseModel):
     valkey_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.25
     valkey_connect_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
 
+    # --- Real-time voting (issue 5): velocity window, trending decay, fraud thresholds.
+    velocity_window_minutes: Annotated[int, Field(ge=1, le=60)] = 5
+    # Half-life of a vote's weight in trending scores, hours (a minute to 90 days).
+    trending_half_life_hours: Annotated[float, Field(ge=1 / 60, le=90 * 24)] = 6.0
+    # A down vote's weight in trending scores (an up vote weighs 1).
+    trending_down_weight: Annotated[float, Field(ge=-1, le=1)] = 0.25
+    # JSON object overriding the fraud detectors' thresholds (mysetlist.fraud.config).
+    fraud_thresholds: str = ""
+
     # --- Rate limits: JSON object {"<budget>": "<limit>/<period seconds>"} overriding defaults.
     rate_limit_overrides: str = ""
 

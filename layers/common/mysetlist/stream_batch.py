@@ -11,19 +11,25 @@ attempt had counted them (that attempt may have died before publishing). Events 
 publishing and dead-lettering both failed have their records reported as failed from the
 first of them: a forward marker keyed by that record first hands the counted range to the
 delivery Lambda will start there, so the replay counts nothing twice and publishes again.
+
+Then its *observers* (trending sorted sets, fraud detection, live pushes) see the counted
+records. They are derived, best-effort views: an observer's fault is logged and counted
+(``ObserverFailed``), never fails the batch, and never makes Lambda replay counted votes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from mysetlist.activity import ActivityConfig
 from mysetlist.breaker import CircuitOpenError
 from mysetlist.domain_events import VoteEvent, VoteEventPublisher, vote_event
 from mysetlist.observability import logger, metrics
@@ -36,6 +42,30 @@ class Quarantine(Protocol):
     """Where unreadable records go (the function's dead-letter queue, which has an alarm)."""
 
     def send(self, record: Mapping[str, Any], reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CountedBatch:
+    """What observers see: the records counted by this delivery, in stream order, each with its
+    parsed change. Records before ``first_new`` had been counted by an earlier attempt (whose
+    observers may or may not have run)."""
+
+    records: Sequence[tuple[Mapping[str, Any], VoteChange]]
+    first_new: int
+    now: dt.datetime
+    remaining_ms: Callable[[], int | None]
+
+    @property
+    def new_records(self) -> Sequence[tuple[Mapping[str, Any], VoteChange]]:
+        return self.records[self.first_new :]
+
+
+class BatchObserver(Protocol):
+    """A derived view fed from counted votes (see the module docstring)."""
+
+    name: str
+
+    def observe(self, batch: CountedBatch) -> None: ...
 
 
 def record_handler(record: DynamoDBRecord) -> VoteChange:
@@ -61,11 +91,15 @@ class TallyBatchProcessor(BatchProcessor):
         clock: Callable[[], dt.datetime] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         publisher: VoteEventPublisher | None = None,
+        observers: Sequence[BatchObserver] = (),
+        activity: ActivityConfig | None = None,
     ) -> None:
         super().__init__(event_type=EventType.DynamoDBStreams)
         self._store = store
         self._quarantine = quarantine
         self._publisher = publisher
+        self._observers = tuple(observers)
+        self._activity = activity
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._sleep = sleep
 
@@ -78,17 +112,29 @@ class TallyBatchProcessor(BatchProcessor):
             parsed.append((record, result))
         parsed = self._quarantine_unreadable(parsed)
         if parsed:
-            counted = self._count(parsed)
+            now = self._clock()
+            counted, skipped = self._count(parsed, now)
             if self._publisher is not None and counted:
                 self._publish(self._publisher, parsed[:counted])
+            if counted:
+                self._notify(CountedBatch(parsed[:counted], min(skipped, counted), now, self._remaining_ms))
         return results
+
+    def _notify(self, batch: CountedBatch) -> None:
+        for observer in self._observers:
+            try:
+                observer.observe(batch)
+            except Exception:  # a derived view: degrade it, never the tallies
+                logger.exception("batch observer failed", extra={"observer": observer.name})
+                metrics.add_metric(name="ObserverFailed", unit=MetricUnit.Count, value=1)
 
     def _remaining_ms(self) -> int | None:
         context = getattr(self, "lambda_context", None)
         return int(context.get_remaining_time_in_millis()) if context is not None else None
 
-    def _count(self, parsed: Parsed) -> int:
-        """Count the delivery; how many of its records (a prefix) are counted."""
+    def _count(self, parsed: Parsed, now: dt.datetime) -> tuple[int, int]:
+        """Count the delivery: how many of its records (a prefix) are counted, and how many of
+        those an earlier attempt had counted."""
 
         def time_left() -> float:
             left = self._remaining_ms()
@@ -98,8 +144,9 @@ class TallyBatchProcessor(BatchProcessor):
             self._store,
             stream_arn=str(parsed[0][0].get("eventSourceARN", "")),
             changes=[change for _, change in parsed],
-            now=self._clock(),
+            now=now,
             time_left=time_left,
+            activity=self._activity,
         )
         metrics.add_metric(name="StreamRecordsSkippedAsApplied", unit=MetricUnit.Count, value=outcome.skipped)
         metrics.add_metric(name="TallyCommits", unit=MetricUnit.Count, value=outcome.commits)
@@ -115,8 +162,8 @@ class TallyBatchProcessor(BatchProcessor):
                 # the open circuit here, so the mapping's retries are not all spent in a second.
                 self._sleep(max(0.0, min(error.retry_after, time_left() - 1.0)))
             self._fail_from(parsed, outcome.first_unapplied, error)
-            return outcome.first_unapplied
-        return len(parsed)
+            return outcome.first_unapplied, outcome.skipped
+        return len(parsed), outcome.skipped
 
     def _publish(self, publisher: VoteEventPublisher, counted: Parsed) -> None:
         """Publish the events of the ``counted`` records. Records of events that were neither

@@ -14,6 +14,11 @@ Lambda retries from its checkpoint, so every record must count exactly once:
   keyed by the next applied record, where the following delivery will start.
 * Failures are reported from the first record not applied, so nothing after it was counted:
   Lambda's replay from there cannot double-count.
+
+The same updates carry each song's *activity* (``mysetlist.activity``): per-minute vote counts
+for the velocity window and the trending score's per-era sums, so both are exactly-once with
+the tallies and cost no extra write. A vote that is quarantined or rejected by moderation
+counts in none of them: the stream record of the flag is a -1 like a removal.
 """
 
 from __future__ import annotations
@@ -21,13 +26,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
+from mysetlist.activity import (
+    ActivityConfig,
+    VoteState,
+    activity_of,
+    is_trend_attribute,
+    minute_attribute,
+    song_activity,
+    stale_minutes,
+    trend_attribute,
+)
 from mysetlist.breaker import CircuitOpenError
 from mysetlist.dynamo import error_code, from_item, to_item, unavailable_on_throttle
+from mysetlist.signals import UNCOUNTED_STATES
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -39,25 +56,46 @@ MAX_SONGS_PER_COMMIT = 99
 
 @dataclass(frozen=True, slots=True)
 class TallyDelta:
+    """A song's change: up and down votes, and (when activity is kept) per-minute vote counts
+    for the velocity window and per-era trending sums (see ``mysetlist.activity``)."""
+
     show_id: str
     song_id: str
     up: int
     down: int
+    minutes: Mapping[int, int] = field(default_factory=dict)
+    trend: Mapping[int, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class VoteChange:
     """One stream record, reduced to what tallies need. ``delta`` is None for no-op writes and
-    for unreadable records (``problem`` says why; they are quarantined, not counted)."""
+    for unreadable records (``problem`` says why; they are quarantined, not counted). ``old``
+    and ``new`` are the counted states of the vote before and after (None: not counted)."""
 
     sequence_number: str
     delta: TallyDelta | None
     problem: str | None = None
+    old: VoteState | None = None
+    new: VoteState | None = None
 
 
-def _contribution(image: Mapping[str, Any] | None) -> tuple[int, int]:
-    vote = (image or {}).get("vote_type", {}).get("S")
-    return (1 if vote == "up" else 0, 1 if vote == "down" else 0)
+def _counted_state(image: Mapping[str, Any] | None, fallback_at: float) -> VoteState | None:
+    """The vote an image holds, if it counts (an up or down vote not held by moderation)."""
+    if not image:
+        return None
+    vote = (image.get("vote_type") or {}).get("S")
+    if vote not in ("up", "down"):
+        return None
+    if (image.get("moderation") or {}).get("S") in UNCOUNTED_STATES:
+        return None
+    stamp = (image.get("updated_at") or image.get("created_at") or {}).get("S")
+    return VoteState(vote, _epoch(stamp) if stamp else fallback_at)
+
+
+def _epoch(stamp: str) -> float:
+    moment = dt.datetime.fromisoformat(stamp)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def change_from_record(record: Mapping[str, Any]) -> VoteChange:
@@ -69,9 +107,14 @@ def change_from_record(record: Mapping[str, Any]) -> VoteChange:
     if not image:
         raise ValueError(f"record {sequence} has no image: the stream must be NEW_AND_OLD_IMAGES")
     show_id, song_id = image["show_id"]["S"], image["song_id"]["S"]
-    (old_up, old_down), (new_up, new_down) = _contribution(old), _contribution(new)
-    up, down = new_up - old_up, new_down - old_down
-    return VoteChange(sequence, TallyDelta(show_id, song_id, up, down) if (up or down) else None)
+    written_at = float(body.get("ApproximateCreationDateTime") or 0.0)
+    before, after = _counted_state(old, written_at), _counted_state(new, written_at)
+    up = (after is not None and after.vote_type == "up") - (before is not None and before.vote_type == "up")
+    down = (after is not None and after.vote_type == "down") - (
+        before is not None and before.vote_type == "down"
+    )
+    delta = TallyDelta(show_id, song_id, up, down) if (up or down) else None
+    return VoteChange(sequence, delta, old=before, new=after)
 
 
 @dataclass(slots=True)
@@ -90,6 +133,9 @@ class SongTallyCount:
     song_id: str
     up: int
     down: int
+    vote_velocity: float = 0.0  # votes per minute over the sliding window
+    trending_score: float = 0.0
+    trend: Mapping[int, Decimal] = field(default_factory=dict, compare=False)  # per-era sums
 
 
 class TallyPort(Protocol):
@@ -115,21 +161,31 @@ class TallyPort(Protocol):
 class TallyStore:
     """Tally items (per show shard, song and lane) and stream checkpoint markers."""
 
-    def __init__(self, client: DynamoDBClient, table: str, *, marker_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        *,
+        marker_ttl_seconds: int,
+        activity: ActivityConfig | None = None,
+    ) -> None:
         self._db = client
         self._table = table
         self._marker_ttl = marker_ttl_seconds
+        self.activity = activity or ActivityConfig()
 
-    def read(self, show_id: str, *, consistent: bool = False) -> list[SongTallyCount]:
+    def read(
+        self, show_id: str, *, consistent: bool = False, now: dt.datetime | None = None
+    ) -> list[SongTallyCount]:
         """A show's tallies per song: its shard partitions queried, lanes summed (the
-        reconciler's repair lane included). ``consistent`` reads strongly consistently."""
-        totals: dict[str, list[int]] = {}
+        reconciler's repair lane included), with each song's velocity and trending score at
+        ``now``. ``consistent`` reads strongly consistently."""
+        items: dict[str, list[Mapping[str, Any]]] = {}
         for pk in keys.tally_partitions(show_id):
             kwargs: dict[str, Any] = {
                 "TableName": self._table,
                 "KeyConditionExpression": "PK = :pk",
                 "ExpressionAttributeValues": to_item({":pk": pk}),
-                "ProjectionExpression": "song_id, upvotes, downvotes",
                 "ConsistentRead": consistent,
             }
             while True:
@@ -137,13 +193,27 @@ class TallyStore:
                     response = self._db.query(**kwargs)
                 for raw in response.get("Items", []):
                     item = from_item(raw)
-                    total = totals.setdefault(item["song_id"], [0, 0])
-                    total[0] += int(item.get("upvotes", 0))
-                    total[1] += int(item.get("downvotes", 0))
+                    # Trending sums are exact decimals: keep their digits (from_item gives floats).
+                    item.update({k: v["N"] for k, v in raw.items() if is_trend_attribute(k) and "N" in v})
+                    items.setdefault(item["song_id"], []).append(item)
                 if "LastEvaluatedKey" not in response:
                     break
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return [SongTallyCount(song, up, down) for song, (up, down) in totals.items()]
+        at = (now or dt.datetime.now(dt.UTC)).timestamp()
+        counts = []
+        for song, lanes in items.items():
+            velocity, trend, score = song_activity(lanes, at, self.activity)
+            counts.append(
+                SongTallyCount(
+                    song,
+                    sum(int(lane.get("upvotes", 0)) for lane in lanes),
+                    sum(int(lane.get("downvotes", 0)) for lane in lanes),
+                    vote_velocity=velocity,
+                    trending_score=score,
+                    trend=trend,
+                )
+            )
+        return counts
 
     def marker(self, stream_arn: str, first_sequence: str) -> Marker | None:
         key = keys.stream_marker_pk(stream_arn, first_sequence)
@@ -173,28 +243,7 @@ class TallyStore:
         """
         key = keys.stream_marker_pk(stream_arn, first_sequence)
         expires_at = int(now.timestamp()) + self._marker_ttl
-        actions: list[dict[str, Any]] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": to_item(
-                        {"PK": keys.tally_pk(d.show_id, d.song_id), "SK": keys.tally_sk(d.song_id, lane)}
-                    ),
-                    "UpdateExpression": "ADD upvotes :up, downvotes :down SET show_id = :show, song_id = :song, "
-                    "updated_at = :now",
-                    "ExpressionAttributeValues": to_item(
-                        {
-                            ":up": d.up,
-                            ":down": d.down,
-                            ":show": d.show_id,
-                            ":song": d.song_id,
-                            ":now": now.isoformat(),
-                        }
-                    ),
-                }
-            }
-            for d in deltas
-        ]
+        actions: list[dict[str, Any]] = [{"Update": self._tally_update(d, lane, now)} for d in deltas]
         version = marker.version if marker else 0
         all_sequences = [*(marker.sequences if marker else []), *sequences]
         if marker is None:
@@ -240,6 +289,45 @@ class TallyStore:
         self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
         return Marker(key=key, sequences=all_sequences, version=version + 1)
 
+    def _tally_update(self, delta: TallyDelta, lane: int, now: dt.datetime) -> dict[str, Any]:
+        """One song's update: counts, its activity attributes, and the velocity minutes that
+        have left the window removed (so an item keeps a handful of them)."""
+        adds = ["upvotes :up", "downvotes :down"]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":up": delta.up,
+            ":down": delta.down,
+            ":show": delta.show_id,
+            ":song": delta.song_id,
+            ":now": now.isoformat(),
+        }
+        for minute, count in sorted(delta.minutes.items()):
+            names[f"#m{minute}"] = minute_attribute(minute)
+            values[f":m{minute}"] = count
+            adds.append(f"#m{minute} :m{minute}")
+        for era, amount in sorted(delta.trend.items()):
+            names[f"#t{era}"] = trend_attribute(era, self.activity)
+            values[f":t{era}"] = amount
+            adds.append(f"#t{era} :t{era}")
+        expression = f"ADD {', '.join(adds)} SET show_id = :show, song_id = :song, updated_at = :now"
+        if self.activity.keep_activity:
+            stale = [m for m in stale_minutes(now.timestamp(), self.activity) if m not in delta.minutes]
+            for minute in stale:
+                names[f"#r{minute}"] = minute_attribute(minute)
+            if stale:
+                expression += " REMOVE " + ", ".join(f"#r{minute}" for minute in stale)
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": to_item(
+                {"PK": keys.tally_pk(delta.show_id, delta.song_id), "SK": keys.tally_sk(delta.song_id, lane)}
+            ),
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": to_item(values),
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return update
+
     def forward(self, *, stream_arn: str, sequences: Sequence[str], now: dt.datetime) -> None:
         """Hand the rest of an applied range to the delivery that will start at its first record."""
         item = {
@@ -271,16 +359,34 @@ class DeliveryOutcome:
     error: BaseException | None = field(default=None, repr=False)
 
 
-def summed(changes: Sequence[VoteChange]) -> list[TallyDelta]:
-    """Per (show, song), the sum of the changes' deltas; songs whose sum is zero are dropped."""
+def summed(
+    changes: Sequence[VoteChange], activity: ActivityConfig | None = None, now: dt.datetime | None = None
+) -> list[TallyDelta]:
+    """Per (show, song), the sum of the changes' deltas (with ``activity``, their per-minute
+    counts inside the velocity window at ``now`` and their per-era trending sums too); songs
+    whose sum is all zero are dropped."""
     sums: dict[tuple[str, str], list[int]] = {}
+    minutes: dict[tuple[str, str], dict[int, int]] = {}
+    trend: dict[tuple[str, str], dict[int, Decimal]] = {}
+    at = (now or dt.datetime.now(dt.UTC)).timestamp()
     for change in changes:
         if change.delta is None:
             continue
-        total = sums.setdefault((change.delta.show_id, change.delta.song_id), [0, 0])
+        song = (change.delta.show_id, change.delta.song_id)
+        total = sums.setdefault(song, [0, 0])
         total[0] += change.delta.up
         total[1] += change.delta.down
-    return [TallyDelta(show, song, up, down) for (show, song), (up, down) in sums.items() if up or down]
+        if activity is not None and activity.keep_activity:
+            activity_of(
+                change.old, change.new, at, activity, minutes.setdefault(song, {}), trend.setdefault(song, {})
+            )
+    result = []
+    for song, (up, down) in sums.items():
+        song_minutes = {m: n for m, n in minutes.get(song, {}).items() if n}
+        song_trend = {e: v for e, v in trend.get(song, {}).items() if v}
+        if up or down or song_minutes or song_trend:
+            result.append(TallyDelta(song[0], song[1], up, down, song_minutes, song_trend))
+    return result
 
 
 def chunks_by_song_count(changes: Sequence[VoteChange], limit: int) -> list[list[VoteChange]]:
@@ -309,6 +415,7 @@ def apply_delivery(  # noqa: PLR0911 - each way a delivery stops early is its ow
     now: dt.datetime,
     time_left: Callable[[], float] = lambda: float("inf"),
     min_seconds_per_commit: float = 2.0,
+    activity: ActivityConfig | None = None,
 ) -> DeliveryOutcome:
     """Count each of ``changes`` (one shard's records, in stream order) exactly once.
 
@@ -340,7 +447,7 @@ def apply_delivery(  # noqa: PLR0911 - each way a delivery stops early is its ow
         if time_left() < min_seconds_per_commit:
             outcome.first_unapplied = offset
             return outcome
-        deltas = summed(run)
+        deltas = summed(run, activity, now)
         try:
             marker = store.commit(
                 stream_arn=stream_arn,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -11,10 +11,22 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mysetlist.auth import Caller
 from mysetlist.cache import Cache
 from mysetlist.catalog_store import CatalogStore
-from mysetlist.errors import NotFound, Unprocessable
-from mysetlist.models import Show, ShowStatus, ShowVotes, SongTally, VoteIn, VoteOut
-from mysetlist.observability import metrics
+from mysetlist.errors import InvalidRequest, NotFound, Unavailable, Unprocessable
+from mysetlist.models import (
+    Show,
+    ShowStatus,
+    ShowVotes,
+    SongTally,
+    Trending,
+    TrendingItem,
+    TrendingScope,
+    VoteIn,
+    VoteOut,
+)
+from mysetlist.observability import logger, metrics
+from mysetlist.signals import ClientSignals
 from mysetlist.tallies import TallyStore
+from mysetlist.trending import Ranked, TrendingBoard, rank_songs_from_tallies
 from mysetlist.votes_store import VotesStore
 
 # Without a known venue time zone, a show's day ends at the latest midnight on Earth (UTC-12).
@@ -52,9 +64,15 @@ def ensure_open_for_votes(show: Show, now: dt.datetime) -> None:
 
 
 def cast_vote(
-    catalog: CatalogStore, votes: VotesStore, caller: Caller, request: VoteIn, now: dt.datetime
+    catalog: CatalogStore,
+    votes: VotesStore,
+    caller: Caller,
+    request: VoteIn,
+    now: dt.datetime,
+    signals: ClientSignals | None = None,
 ) -> VoteOut:
-    """Toggle the caller's vote on a song of an upcoming show (see VotesStore.toggle)."""
+    """Toggle the caller's vote on a song of an upcoming show (see VotesStore.toggle). The
+    client's ``signals`` are stored with the vote for suspicious-activity detection."""
     show = catalog.get_show(request.show_id)
     if show is None:
         raise NotFound(f"no show with id '{request.show_id}'")
@@ -70,6 +88,7 @@ def cast_vote(
         user_id=caller.user_id,
         vote_type=request.vote_type,
         now=now,
+        attributes={"artist_id": show.artist_id, **(signals or ClientSignals()).item_attributes()},
     )
     metrics.add_metric(name=f"Votes{written.action.value.capitalize()}", unit=MetricUnit.Count, value=1)
     return VoteOut(
@@ -111,7 +130,10 @@ def _tallies_of(catalog: CatalogStore, tallies: TallyStore, show_id: str) -> Sho
     show = catalog.get_show(show_id)
     if show is None:
         raise NotFound(f"no show with id '{show_id}'")
-    counts = [c for c in tallies.read(show_id) if c.up or c.down]
+    counts = tallies.read(show_id)
+    # The velocity of the whole show includes songs whose standing votes cancelled out.
+    show_velocity = sum(c.vote_velocity for c in counts)
+    counts = [c for c in counts if c.up or c.down]
     titles = catalog.song_titles(show.artist_id, [c.song_id for c in counts])
     songs = sorted(
         (
@@ -121,6 +143,9 @@ def _tallies_of(catalog: CatalogStore, tallies: TallyStore, show_id: str) -> Sho
                 upvotes=c.up,
                 downvotes=c.down,
                 net=c.up - c.down,
+                vote_velocity=round(c.vote_velocity, 3),
+                trending_score=round(c.trending_score, 4),
+                positive_ratio=round(c.up / (c.up + c.down), 4) if c.up + c.down > 0 else None,
             )
             for c in counts
         ),
@@ -131,5 +156,108 @@ def _tallies_of(catalog: CatalogStore, tallies: TallyStore, show_id: str) -> Sho
         songs=songs,
         total_upvotes=sum(s.upvotes for s in songs),
         total_downvotes=sum(s.downvotes for s in songs),
+        vote_velocity=round(show_velocity, 3),
+        trending_score=round(sum(c.trending_score for c in counts), 4),
         my_votes=None,
+    )
+
+
+def trending(
+    catalog: CatalogStore,
+    votes: VotesStore,
+    tallies: TallyStore,
+    board: TrendingBoard,
+    *,
+    scope: TrendingScope,
+    show_id: str | None,
+    artist_id: str | None,
+    limit: int,
+    now: dt.datetime,
+    cache: Cache | None = None,
+    ttl: float = 2.0,
+) -> Trending:
+    """The trending songs of a show, or the trending shows (of one artist, or all).
+
+    The ranking comes from Valkey's sorted sets; each item's metrics from the show's tallies
+    board (the same, cached, as ``GET /api/votes``). Songs are ranked from the tally items when
+    Valkey is down; shows cannot be (that would read every show), so that answers 503.
+    """
+    if scope is TrendingScope.SONGS:
+        if not show_id:
+            raise InvalidRequest("scope=songs needs show_id: the show whose songs to rank")
+        if artist_id:
+            raise InvalidRequest("artist_id filters scope=shows; leave it out with scope=songs")
+    elif show_id:
+        raise InvalidRequest("show_id is for scope=songs; use artist_id to filter scope=shows")
+
+    def board_of(show: str) -> ShowVotes:
+        return show_votes(catalog, votes, tallies, show, None, cache, ttl)
+
+    ranked_by: Literal["valkey", "tallies"] = "valkey"
+    if scope is TrendingScope.SONGS:
+        assert show_id is not None
+        show_board = board_of(show_id)  # 404 for an unknown show
+        try:
+            ranked = board.top_songs(show_id, now, limit)
+        except Exception as exc:
+            logger.warning(
+                "trending songs ranked from the tallies: Valkey unavailable", extra={"error": repr(exc)[:200]}
+            )
+            ranked, ranked_by = rank_songs_from_tallies(show_board.songs, limit), "tallies"
+        songs = {song.song_id: song for song in show_board.songs}
+        items = [_song_item(show_id, songs.get(r.id), r) for r in ranked]
+    else:
+        try:
+            ranked = board.top_shows(now, limit, artist_id)
+        except Exception as exc:
+            raise Unavailable(
+                "trending shows are served from the cache, which is unavailable; retry shortly",
+                details={"outcome": "unchanged", "retry_after_seconds": 5},
+            ) from exc
+        items = []
+        for entry in ranked:
+            try:
+                show_board = board_of(entry.id)
+            except NotFound:
+                continue  # a show deleted since it was voted on
+            items.append(_show_item(show_board, entry))
+    return Trending(
+        scope=scope,
+        show_id=show_id,
+        artist_id=artist_id,
+        half_life_hours=round(board.config.half_life_seconds / 3600, 4),
+        generated_at=now,
+        ranked_by=ranked_by,
+        items=items,
+    )
+
+
+def _song_item(show_id: str, song: SongTally | None, ranked: Ranked) -> TrendingItem:
+    if song is None:  # ranked in Valkey, but no standing votes in the tallies (all removed)
+        return TrendingItem(
+            show_id=show_id,
+            song_id=ranked.id,
+            trending_score=round(ranked.score, 4),
+            vote_velocity=0.0,
+            total_votes=0,
+        )
+    return TrendingItem(
+        show_id=show_id,
+        song_id=song.song_id,
+        title=song.title,
+        trending_score=round(ranked.score, 4),
+        vote_velocity=song.vote_velocity,
+        total_votes=song.upvotes + song.downvotes,
+        positive_ratio=song.positive_ratio,
+    )
+
+
+def _show_item(board: ShowVotes, ranked: Ranked) -> TrendingItem:
+    total = board.total_upvotes + board.total_downvotes
+    return TrendingItem(
+        show_id=board.show_id,
+        trending_score=round(ranked.score, 4),
+        vote_velocity=board.vote_velocity,
+        total_votes=total,
+        positive_ratio=round(board.total_upvotes / total, 4) if total > 0 else None,
     )

@@ -112,7 +112,7 @@ def test_repository_tables_carry_keys_indexes_stream_and_ttl() -> None:
     assert {"CatalogTable", "VotesTable", "TalliesTable", "UsersTable"} <= set(tables)
     votes = tables["VotesTable"].create_kwargs("votes")
     assert votes["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    assert [i["IndexName"] for i in votes["GlobalSecondaryIndexes"]] == ["ByShow"]
+    assert [i["IndexName"] for i in votes["GlobalSecondaryIndexes"]] == ["ByShow", "ByModeration"]
     assert votes["BillingMode"] == "PAY_PER_REQUEST"
     assert "ProvisionedThroughput" not in votes
     assert tables["TalliesTable"].ttl_attribute == "expires_at"
