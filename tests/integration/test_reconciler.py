@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
+from mysetlist.activity import VoteState, contribution, trend_attribute
 from mysetlist.catalog_store import CatalogStore, show_item
 from mysetlist.dynamo import from_item, to_item
 from mysetlist.models import Show, ShowStatus, VoteType
@@ -27,6 +28,8 @@ from mysetlist.reconcile import (
     reconcile_show,
 )
 from mysetlist.tallies import TallyStore
+from mysetlist.trending import TrendingBoard
+from mysetlist.valkey import valkey_client
 from mysetlist.votes_store import VotesStore
 from tests.harness.delivery import deliver_all
 from tests.harness.events import LambdaContext, load_event
@@ -287,3 +290,35 @@ def test_the_scheduled_handler_repairs_and_reports(
     assert (summary["drift_votes"], summary["drift_songs"], summary["repairs"]) == (1, 1, 1)
     assert summary["failed"] == []
     assert world.served(show) == truth
+
+
+def test_trending_drift_is_repaired_and_the_sorted_sets_rebuilt(world: World, settings: Any) -> None:
+    show = world.show(closes_at=NOW - dt.timedelta(hours=3), status=ShowStatus.COMPLETED)
+    seed_votes(world, show)
+    song0 = world.song(show, 0)
+    exact = {c.song_id: c.trend for c in world.tallies.read(show.show_id, consistent=True)}
+    # A lost stream record: the processor's item misses one vote's count and trending amount.
+    era, amount = contribution(VoteState("up", NOW.timestamp()), world.tallies.activity)
+    items = world.db.query(
+        TableName=settings.tallies_table,
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :song)",
+        ExpressionAttributeValues=to_item({":pk": keys.tally_pk(show.show_id, song0), ":song": f"{song0}#"}),
+    )["Items"]
+    world.db.update_item(
+        TableName=settings.tallies_table,
+        Key={"PK": items[0]["PK"], "SK": items[0]["SK"]},
+        UpdateExpression="ADD upvotes :one, #t :amount",
+        ExpressionAttributeNames={"#t": trend_attribute(era, world.tallies.activity)},
+        ExpressionAttributeValues=to_item({":one": -1, ":amount": -amount}),
+    )
+    board = TrendingBoard(lambda: valkey_client(settings), world.tallies.activity)
+    client = valkey_client(settings)
+    assert client is not None
+    client.delete(*client.keys(f"msl:{{tr:{show.show_id}}}:*"))
+
+    result = reconcile_show(show, world.votes, world.store, NOW, lambda *a, **k: None, board)
+    assert (result.drift, result.trend_drift, result.outcome) == ({song0: (1, 0)}, 1, "repaired")
+    assert {c.song_id: c.trend for c in world.tallies.read(show.show_id, consistent=True)} == exact
+    ranked = board.top_songs(show.show_id, NOW, 10)
+    assert ranked[0].id == song0  # 5 up votes: the show's top song again
+    assert {r.id for r in ranked} == {s for s, sums in exact.items() if sums}

@@ -20,6 +20,12 @@ keeps writing, so:
   tally partition, so ``TallyStore.read`` sums it like any other lane. Each transaction holds
   the corrections of at most 99 songs and the new observation, written on condition that the
   observation's version is the one read: two runs cannot apply the same correction twice.
+* **Trending sums** (``mysetlist.activity``) are recomputed from the same vote items. A repaired
+  song's trending drift is added to its repair lane with its counts; a settled show's trending
+  drift is repaired even where the counts agree. Songs with trending drift are counted in the
+  report (``TrendingDriftSongs``, which should be zero too). After each show, the trending
+  sorted sets in Valkey are rebuilt from the tally items (``TrendingBoard.replace_show``),
+  repairing whatever a Valkey fault or a replayed batch left there.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
+from mysetlist.activity import ActivityConfig, trend_attribute, trend_sums
 from mysetlist.catalog_store import CatalogStore
 from mysetlist.dynamo import error_code, from_item, to_item
 from mysetlist.models import Show, ShowStatus
@@ -44,6 +52,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 Counts = tuple[int, int]
+TrendSums = dict[int, Decimal]
 
 # Past the VoteProcessor's MaximumRecordAgeInSeconds (3600) with a margin: after this, no
 # stream record of a closed show can still be applied.
@@ -140,10 +149,19 @@ class ReconcileStore:
         self._table = table
         self._tallies = tallies  # its reads of the same table (lanes summed)
 
+    @property
+    def activity(self) -> ActivityConfig:
+        return self._tallies.activity
+
     def tallies(self, show_id: str) -> dict[str, Counts]:
         """A show's tallies per song, lanes summed (as TallyStore.read, but strongly consistent:
         a run must see the repairs of the run whose observation it has just read)."""
-        return {c.song_id: (c.up, c.down) for c in self._tallies.read(show_id, consistent=True)}
+        return self.read(show_id)[0]
+
+    def read(self, show_id: str) -> tuple[dict[str, Counts], dict[str, TrendSums]]:
+        """A show's tallies and trending sums per song (strongly consistent, lanes summed)."""
+        counts = self._tallies.read(show_id, consistent=True)
+        return {c.song_id: (c.up, c.down) for c in counts}, {c.song_id: dict(c.trend) for c in counts}
 
     def observation(self, show_id: str) -> Observation | None:
         response = self._db.get_item(
@@ -168,6 +186,7 @@ class ReconcileStore:
         repairs: Mapping[str, Counts],
         pending: Mapping[str, SongDrift],
         now: dt.datetime,
+        trend_repairs: Mapping[str, Mapping[int, Decimal]] | None = None,
     ) -> Observation:
         """Add ``repairs`` to the repair lanes and store ``pending`` as the observation, in
         transactions of at most 99 songs, each conditioned on the observation's version.
@@ -182,33 +201,41 @@ class ReconcileStore:
             # transactions leaves them to the next run, which finds the same drift.
             still = {s: SongDrift(c[0], c[1], kept_since.get(s, now)) for s, c in remaining.items()}
             actions: list[dict[str, Any]] = [
-                self._repair(show_id, song, repairs[song], now) for song in chunk
+                self._repair(show_id, song, repairs[song], (trend_repairs or {}).get(song, {}), now)
+                for song in chunk
             ]
             actions.append(self._observe(show_id, version, {**pending, **still}, now))
             self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
             version += 1
         return Observation(version=version, songs=dict(pending))
 
-    def _repair(self, show_id: str, song_id: str, counts: Counts, now: dt.datetime) -> dict[str, Any]:
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": to_item(
-                    {"PK": keys.tally_pk(show_id, song_id), "SK": keys.tally_sk(song_id, REPAIR_LANE)}
-                ),
-                "UpdateExpression": "ADD upvotes :up, downvotes :down SET show_id = :show, song_id = :song, "
-                "updated_at = :now",
-                "ExpressionAttributeValues": to_item(
-                    {
-                        ":up": counts[0],
-                        ":down": counts[1],
-                        ":show": show_id,
-                        ":song": song_id,
-                        ":now": now.isoformat(),
-                    }
-                ),
-            }
+    def _repair(
+        self, show_id: str, song_id: str, counts: Counts, trend: Mapping[int, Decimal], now: dt.datetime
+    ) -> dict[str, Any]:
+        adds = ["upvotes :up", "downvotes :down"]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":up": counts[0],
+            ":down": counts[1],
+            ":show": show_id,
+            ":song": song_id,
+            ":now": now.isoformat(),
         }
+        for era, amount in sorted(trend.items()):
+            names[f"#t{era}"] = trend_attribute(era, self.activity)
+            values[f":t{era}"] = amount
+            adds.append(f"#t{era} :t{era}")
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": to_item(
+                {"PK": keys.tally_pk(show_id, song_id), "SK": keys.tally_sk(song_id, REPAIR_LANE)}
+            ),
+            "UpdateExpression": f"ADD {', '.join(adds)} SET show_id = :show, song_id = :song, updated_at = :now",
+            "ExpressionAttributeValues": to_item(values),
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return {"Update": update}
 
     def _observe(
         self, show_id: str, version: int, songs: Mapping[str, SongDrift], now: dt.datetime
@@ -248,6 +275,32 @@ class RecountPort(Protocol):
     def recount(self, show_id: str) -> dict[str, Counts]: ...
 
 
+class TrendingRebuild(Protocol):
+    """Where a show's trending sums are rebuilt after it is reconciled (Valkey's sorted sets)."""
+
+    def replace_show(
+        self,
+        show_id: str,
+        artist_id: str | None,
+        song_sums: Mapping[str, Mapping[int, Decimal]],
+        now: dt.datetime,
+    ) -> None: ...
+
+
+def trend_drift_of(truth: Mapping[str, TrendSums], tallies: Mapping[str, TrendSums]) -> dict[str, TrendSums]:
+    """Per song, the per-era ``truth - tally`` of trending sums; exact songs are left out."""
+    drift: dict[str, TrendSums] = {}
+    for song in truth.keys() | tallies.keys():
+        want, have = truth.get(song, {}), tallies.get(song, {})
+        diff = {
+            era: want.get(era, Decimal(0)) - have.get(era, Decimal(0)) for era in want.keys() | have.keys()
+        }
+        diff = {era: amount for era, amount in diff.items() if amount}
+        if diff:
+            drift[song] = diff
+    return drift
+
+
 @dataclass(slots=True)
 class ShowResult:
     show_id: str
@@ -255,6 +308,7 @@ class ShowResult:
     drift: dict[str, Counts]
     repaired: dict[str, Counts]
     outcome: str  # "clean", "observed", "repaired", "raced", "failed"
+    trend_drift: int = 0  # songs whose trending sums drifted
 
 
 @dataclass(slots=True)
@@ -269,6 +323,10 @@ class RunReport:
     @property
     def drift_songs(self) -> int:
         return sum(len(r.drift) for r in self.shows)
+
+    @property
+    def trend_drift_songs(self) -> int:
+        return sum(r.trend_drift for r in self.shows)
 
     @property
     def repairs(self) -> int:
@@ -313,43 +371,96 @@ def active_shows(
 
 
 def reconcile_show(
-    show: Show, votes: RecountPort, store: ReconcileStore, now: dt.datetime, log: Callable[..., None]
+    show: Show,
+    votes: RecountPort,
+    store: ReconcileStore,
+    now: dt.datetime,
+    log: Callable[..., None],
+    trending: TrendingRebuild | None = None,
 ) -> ShowResult:
     settled = is_settled(voting_closes_at(show), now)
     # The observation first, strongly consistent, then the tallies: a run that sees another
     # run's observation also sees that run's repairs.
     previous = store.observation(show.show_id)
-    tallies = store.tallies(show.show_id)
-    truth = votes.recount(show.show_id)
+    tallies, tally_trends = store.read(show.show_id)
+    standing = getattr(votes, "standing_votes", None)
+    trend_drift: dict[str, TrendSums] = {}
+    if standing is not None:
+        states = standing(show.show_id)
+        truth = {song: _counts(votes_of_song) for song, votes_of_song in states.items()}
+        truth_trends = {
+            song: trend_sums(votes_of_song, store.activity) for song, votes_of_song in states.items()
+        }
+        trend_drift = trend_drift_of(truth_trends, tally_trends)
+    else:
+        truth = votes.recount(show.show_id)
     drift = drift_of(truth, tallies)
     decided = plan(drift, settled=settled, previous=previous, now=now)
-    result = ShowResult(show.show_id, settled, drift, {}, "clean" if not drift else "observed")
-    if not decided.write:
-        return result
-    try:
-        store.commit(
-            show_id=show.show_id, previous=previous, repairs=decided.repairs, pending=decided.pending, now=now
-        )
-    except ClientError as exc:
-        if error_code(exc) != "TransactionCanceledException":
-            raise
-        reasons: Any = exc.response.get("CancellationReasons") or []
-        if not (reasons and reasons[-1].get("Code") == "ConditionalCheckFailed"):
-            raise
-        result.outcome = "raced"  # another run changed the observation: it owns this round
-        return result
-    if decided.repairs:
-        result.repaired = dict(decided.repairs)
-        result.outcome = "repaired"
-        log(
-            "tally drift repaired",
-            extra={
-                "show_id": show.show_id,
-                "settled": settled,
-                "drift": {s: {"up": u, "down": d} for s, (u, d) in decided.repairs.items()},
-            },
-        )
+    repairs = dict(decided.repairs)
+    if settled:  # exact: trending drift is repaired even where the counts agree
+        repairs.update({song: (0, 0) for song in trend_drift if song not in repairs})
+    trend_repairs = {song: trend_drift[song] for song in repairs if song in trend_drift}
+    result = ShowResult(
+        show.show_id, settled, drift, {}, "clean" if not drift else "observed", trend_drift=len(trend_drift)
+    )
+    if decided.write or trend_repairs:
+        try:
+            store.commit(
+                show_id=show.show_id,
+                previous=previous,
+                repairs=repairs,
+                pending=decided.pending,
+                now=now,
+                trend_repairs=trend_repairs,
+            )
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons: Any = exc.response.get("CancellationReasons") or []
+            if not (reasons and reasons[-1].get("Code") == "ConditionalCheckFailed"):
+                raise
+            result.outcome = "raced"  # another run changed the observation: it owns this round
+            return result
+        if repairs:
+            result.repaired = dict(repairs)
+            result.outcome = "repaired"
+            for song, amounts in trend_repairs.items():
+                tally_trends[song] = {
+                    era: tally_trends.get(song, {}).get(era, Decimal(0)) + amounts.get(era, Decimal(0))
+                    for era in tally_trends.get(song, {}).keys() | amounts.keys()
+                }
+            log(
+                "tally drift repaired",
+                extra={
+                    "show_id": show.show_id,
+                    "settled": settled,
+                    "drift": {s: {"up": u, "down": d} for s, (u, d) in repairs.items()},
+                    "trending_songs": sorted(trend_repairs),
+                },
+            )
+    if trending is not None:
+        _rebuild_trending(trending, show, tally_trends, now, log)
     return result
+
+
+def _counts(states: Sequence[Any]) -> Counts:
+    up = sum(1 for state in states if state.vote_type == "up")
+    return (up, len(states) - up)
+
+
+def _rebuild_trending(
+    trending: TrendingRebuild,
+    show: Show,
+    sums: Mapping[str, TrendSums],
+    now: dt.datetime,
+    log: Callable[..., None],
+) -> None:
+    """Valkey's sorted sets of the show, rebuilt from its tally items (a fault is only logged:
+    the sets are a view, and the next run tries again)."""
+    try:
+        trending.replace_show(show.show_id, show.artist_id, sums, now)
+    except Exception as exc:
+        log("trending sets not rebuilt", extra={"show_id": show.show_id, "error": repr(exc)[:300]})
 
 
 def reconcile(
@@ -363,6 +474,7 @@ def reconcile(
     time_left: Callable[[], float] = lambda: float("inf"),
     min_seconds_per_show: float = 5.0,
     limit: int = MAX_SHOWS,
+    trending: TrendingRebuild | None = None,
 ) -> RunReport:
     """One reconciler run over the active shows."""
     shows, truncated = active_shows(catalog, now, limit=limit)
@@ -372,7 +484,7 @@ def reconcile(
             report.truncated = True
             break
         try:
-            report.shows.append(reconcile_show(show, votes, store, now, log))
+            report.shows.append(reconcile_show(show, votes, store, now, log, trending))
         except Exception:  # one show's failure must not stop the others
             log_error("tally reconciliation failed", extra={"show_id": show.show_id})
             report.shows.append(ShowResult(show.show_id, False, {}, {}, "failed"))
