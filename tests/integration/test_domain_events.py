@@ -136,6 +136,7 @@ def test_one_event_per_counted_vote_with_its_detail(
         "user_id": "ev-fan-1",
         "old_vote_type": "up",
         "new_vote_type": "down",
+        "moderation": None,
         "stream_arn": show["stream_arn"],
     }
     assert [(e["detail"]["user_id"], e["detail"]["song_id"]) for e in received] == [

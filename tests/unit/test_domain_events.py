@@ -127,6 +127,7 @@ def test_one_event_per_kind_of_change_with_the_vote_and_the_stream_position() ->
         "user_id": "user-1",
         "old_vote_type": "up",
         "new_vote_type": "down",
+        "moderation": None,
         "stream_arn": table.stream_arn,
     }
     assert (details[0]["old_vote_type"], details[0]["new_vote_type"]) == (None, "up")
@@ -143,6 +144,26 @@ def test_a_write_that_keeps_the_vote_has_no_event_and_time_is_optional() -> None
     assert "Time" not in event.entry(BUS)
     record["dynamodb"]["OldImage"] = record["dynamodb"]["NewImage"]
     assert vote_event(record) is None
+
+
+def test_moderation_that_changes_what_counts_has_its_own_events() -> None:
+    table = VoteTableModel()
+    table.toggle("s", "u", "song", "up")
+    created = table.records[0]["dynamodb"]["NewImage"]
+
+    def record(old: str | None, new: str | None, sequence: str) -> dict[str, Any]:
+        def image(state: str | None) -> dict[str, Any]:
+            return {**created, "moderation": {"S": state}} if state else dict(created)
+
+        return {"dynamodb": {"SequenceNumber": sequence, "OldImage": image(old), "NewImage": image(new)}}
+
+    flagged = vote_event(record(None, "quarantined", "10"))
+    released = vote_event(record("quarantined", "released", "11"))
+    assert flagged is not None
+    assert released is not None
+    assert (flagged.kind, flagged.entry(BUS)["DetailType"]) == ("quarantined", "Vote Quarantined")
+    assert json.loads(released.entry(BUS)["Detail"])["moderation"] == "released"
+    assert vote_event(record("quarantined", "rejected", "12")) is None  # it did not count before either
 
 
 # ---------------------------------------------------------------------------------- publishing

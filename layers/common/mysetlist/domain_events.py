@@ -68,7 +68,14 @@ SOURCE = "mysetlist.votes"
 SCHEMA_VERSION = 1
 # PutEvents takes at most 10 entries per request.
 MAX_ENTRIES_PER_REQUEST = 10
-DETAIL_TYPES = {"created": "Vote Created", "switched": "Vote Switched", "removed": "Vote Removed"}
+DETAIL_TYPES = {
+    "created": "Vote Created",
+    "switched": "Vote Switched",
+    "removed": "Vote Removed",
+    # Moderation: a flagged vote stops counting, a released one counts again (docs/realtime.md).
+    "quarantined": "Vote Quarantined",
+    "released": "Vote Released",
+}
 DEAD_LETTER_KIND = "unpublished-vote-events"
 # Per-entry error codes EventBridge documents as non-retryable (InternalFailure and
 # ThrottlingException are the retryable ones; unknown codes are retried too).
@@ -122,16 +129,28 @@ def _creation_time(value: Any) -> dt.datetime | None:
         return None
 
 
+def _moderation(image: Mapping[str, Any] | None) -> str | None:
+    value = (image or {}).get("moderation", {}).get("S")
+    return str(value) if value else None
+
+
 def vote_event(record: Mapping[str, Any]) -> VoteEvent | None:
     """The event of one Lambda DynamoDB-stream record of the votes table, or None when the
-    record changes no vote (a write that kept the vote type). Raises on a malformed record."""
+    record changes no vote (a write that kept the vote type and its moderation state). Raises
+    on a malformed record."""
     body = record["dynamodb"]
     old, new = body.get("OldImage"), body.get("NewImage")
     old_type, new_type = _vote_type(old), _vote_type(new)
+    old_state, new_state = _moderation(old), _moderation(new)
     if old_type == new_type:
-        return None
+        # Only moderation can make such a write count: a flag (the vote stops counting) or a
+        # release (it counts again). A confirmation keeps a vote that already did not count.
+        if new_type is None or old_state == new_state or new_state not in ("quarantined", "released"):
+            return None
+        kind = new_state
+    else:
+        kind = "created" if old_type is None else "removed" if new_type is None else "switched"
     image = new or old
-    kind = "created" if old_type is None else "removed" if new_type is None else "switched"
     sequence = str(body["SequenceNumber"])
     detail = {
         "schema_version": SCHEMA_VERSION,
@@ -142,6 +161,7 @@ def vote_event(record: Mapping[str, Any]) -> VoteEvent | None:
         "user_id": (image.get("user_id") or {}).get("S"),
         "old_vote_type": old_type,
         "new_vote_type": new_type,
+        "moderation": new_state,
         "stream_arn": str(record.get("eventSourceARN", "")),
     }
     return VoteEvent(sequence, kind, detail, _creation_time(body.get("ApproximateCreationDateTime")))
