@@ -58,6 +58,9 @@ MONITORING_READ = "monitoring.read"
 MONITORING_ADMIN = "monitoring.admin"
 PREDICTIONS_REQUEST = "predictions.request"
 EVENTS_TRACK = "events.track"
+# Issue 5, the moderation API (helper C): moderators reading and deciding on flagged votes.
+MODERATION_READ = "moderation.read"
+MODERATION_WRITE = "moderation.write"
 
 _US = 1_000_000
 # A degraded decision is logged at most this often per container (seconds).
@@ -115,6 +118,10 @@ DEFAULT_BUDGETS: Mapping[str, Budget] = {
         # Later issues' routes (predictions, event tracking): the issue's figures.
         Budget(PREDICTIONS_REQUEST, 10, 60, Scope.USER, "prediction requests"),
         Budget(EVENTS_TRACK, 100, 60, Scope.ADDRESS, "tracking events"),
+        # Issue 5: moderators paging through a show's queue, and releasing or confirming votes
+        # one by one (a sustained 2 decisions a second per moderator).
+        Budget(MODERATION_READ, 300, 60, Scope.USER, "moderation queue requests"),
+        Budget(MODERATION_WRITE, 120, 60, Scope.USER, "moderation decisions"),
     )
 }
 
