@@ -1,6 +1,7 @@
 """``python -m tests.local_stack [--port 3000]``: run the local stack until Ctrl-C or SIGTERM.
 
-Environment: ``PORT`` (default port), ``LOCAL_STREAM_CHAOS`` (0..1, the probability per batch
+Environment: ``PORT`` (default port), ``WS_PORT`` (the WebSocket API's port; default: a free
+one), ``LOCAL_STREAM_CHAOS`` (0..1, the probability per batch
 of a duplicate, crashed or truncated stream delivery), ``LOCAL_STREAM_CHAOS_SEED``.
 """
 
@@ -34,6 +35,12 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
     """The stack's configuration from the command line and the environment."""
     parser = argparse.ArgumentParser(prog="python -m tests.local_stack", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 3000), help="gateway port")
+    parser.add_argument(
+        "--ws-port",
+        type=int,
+        default=int(os.environ.get("WS_PORT") or 0),
+        help="the WebSocket API's port (default: a free one)",
+    )
     parser.add_argument("--state-dir", type=Path, help="state and logs (default .local/stack-<port>/; wiped)")
     parser.add_argument("--template", type=Path, default=TEMPLATE_PATH, help="the SAM template to serve")
     parser.add_argument("--no-seed", action="store_true", help="start with an empty catalogue")
@@ -47,6 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
         help="template parameters, e.g. WebClientOrigin=http://x",
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.ws_port <= 65535:
+        parser.error("--ws-port / WS_PORT must be a port number (0: a free one)")
     if not 0.0 <= args.chaos <= 1.0:
         parser.error("LOCAL_STREAM_CHAOS / --chaos must be between 0 and 1")
     seed_text = os.environ.get("LOCAL_STREAM_CHAOS_SEED")
@@ -61,6 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
             parser.error(f"--data {path}: no such file")
     return StackConfig(
         port=args.port,
+        ws_port=args.ws_port,
         state_dir=args.state_dir,
         template_path=args.template,
         seed=not args.no_seed,

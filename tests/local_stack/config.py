@@ -27,6 +27,8 @@ class StackConfig:
     chaos_seed: int | None = None
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
+    # The WebSocket API's port; 0 takes a free one (printed in the banner and /__local/health).
+    ws_port: int = 0
 
     @property
     def state(self) -> Path:

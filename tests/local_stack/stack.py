@@ -9,6 +9,9 @@ Started by ``make dev`` (``python -m tests.local_stack``). It runs, in one proce
 - every function of the template, loaded in-process from ``functions/<name>/app.py`` with its
   environment pointing at those services (see :meth:`LocalStack.environment`);
 - the gateway on ``127.0.0.1:<port>``, the stream pollers and the scheduler;
+- the WebSocket API of the template (``ws://127.0.0.1:<ws port>/<stage>``) and its management
+  endpoint, which the functions reach through ``LIVE_MANAGEMENT_ENDPOINT``
+  (:mod:`tests.local_stack.websocket`);
 
 then seeds the catalogue and prints the URL, the routes and demo tokens. State and logs live in
 a folder the stack owns (default ``.local/stack-<port>/``), wiped at start, so two stacks on two
@@ -45,6 +48,7 @@ from tests.local_stack.poller import Chaos, StreamPoller
 from tests.local_stack.runtime import FunctionContainer
 from tests.local_stack.scheduler import Scheduler
 from tests.local_stack.seed import GRATEFUL_DEAD, SeedResult, write_demo_shows
+from tests.local_stack.websocket import LocalWebSocketApi, WebSocketApiSpec
 from tests.support.template import (
     LOCAL_ACCOUNT_ID,
     Template,
@@ -105,6 +109,7 @@ class LocalStack:
         self.containers: dict[str, FunctionContainer] = {}
         self.pollers: list[StreamPoller] = []
         self.scheduler: Scheduler | None = None
+        self.websocket: LocalWebSocketApi | None = None
         self.tables: dict[str, str] = {}
         self.queues: dict[str, str] = {}
         self.topics: dict[str, str] = {}
@@ -138,6 +143,8 @@ class LocalStack:
         with self._timed("valkey"):
             self._valkey = start_valkey(self.state_dir / "valkey")
         self._set_aws_environment()
+        with self._timed("websocket"):
+            self._start_websocket()
         with self._timed("resources"):
             refs, attributes = self._create_resources()
         environment = self.environment(refs, attributes)
@@ -163,6 +170,8 @@ class LocalStack:
                 self._server.shutdown()
                 self._server_thread.join(5)
             self._server.server_close()
+        if self.websocket is not None:
+            self.websocket.stop()
         for poller in self.pollers:
             poller.stop()
         if self.scheduler is not None:
@@ -205,6 +214,8 @@ class LocalStack:
         # moto's server logs every request through werkzeug: keep only its warnings.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         logging.getLogger("botocore").setLevel(logging.WARNING)
+        # The WebSocket library logs every handshake and close; the stack logs what matters.
+        logging.getLogger("local_stack.websocket.protocol").setLevel(logging.WARNING)
         # Functions write their logs (Powertools JSON, EMF metrics) to stdout, as in Lambda:
         # send file descriptor 1 to functions.log and keep the console for this process.
         functions_log = os.open(logs / "functions.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -371,6 +382,9 @@ class LocalStack:
             # the seeded catalogue); AWS needs no such margin, so only the local stack sets it.
             "DYNAMODB_READ_TIMEOUT": "30",
         }
+        if self.websocket is not None:
+            # The WebSocket API's management endpoint (https://<api>.execute-api.../<stage> in AWS).
+            stack_values["LIVE_MANAGEMENT_ENDPOINT"] = self.websocket.management_url
         environments: dict[str, dict[str, str]] = {}
         for function_id, spec in self.template.functions.items():
             env: dict[str, str] = {}
@@ -420,7 +434,20 @@ class LocalStack:
         """Invoke a function's warm container (raises what the function raises)."""
         return self.containers[function_id].invoke(event)
 
-    # -- gateway, pollers, scheduler ------------------------------------------------------
+    # -- gateway, WebSocket API, pollers, scheduler ---------------------------------------
+
+    def _start_websocket(self) -> None:
+        """Bind the template's WebSocket API and its management endpoint (handshakes wait for
+        ``ready``), so that the functions' environment can name the management endpoint."""
+        specs = WebSocketApiSpec.from_template(self.template)
+        if not specs:
+            return
+        for extra in specs[1:]:
+            log.warning(
+                "%s: only one WebSocket API is served locally (%s)", extra.logical_id, specs[0].logical_id
+            )
+        self.websocket = LocalWebSocketApi(specs[0], self.invoke, ready=self.ready, port=self.config.ws_port)
+        self.websocket.start()
 
     def _verifier(self) -> JwtVerifier:
         from mysetlist.jwt_verify import JwtVerifier
@@ -437,6 +464,13 @@ class LocalStack:
         endpoints = {
             "/__local/health": json_endpoint(self.health),
             "/__local/streams": json_endpoint(self.streams_status),
+            "/__local/websocket": json_endpoint(
+                lambda: (
+                    (200, self.websocket.status())
+                    if self.websocket
+                    else (404, {"message": "no WebSocket API"})
+                )
+            ),
             "/__local/schedules": json_endpoint(
                 lambda: (200, {"schedules": self.scheduler.status() if self.scheduler else []})
             ),
@@ -552,6 +586,8 @@ class LocalStack:
             "buckets": self.buckets,
             "keys": self.keys,
             "functions": sorted(self.containers),
+            "websocket_url": self.websocket.url if self.websocket else None,
+            "websocket_management_url": self.websocket.management_url if self.websocket else None,
             "stream_chaos": self.config.chaos,
             "chaos_seed": self.config.chaos_seed,
             "state_dir": str(self.state_dir),
@@ -580,6 +616,14 @@ class LocalStack:
             lines.append(
                 f"  {route.method:<6} {self.base_url}{route.path:<32} {route.function_id:<12} {auth}"
             )
+        if self.websocket is not None:
+            lines += [
+                "",
+                f"WebSocket API: {self.websocket.url}?token=<token>   "
+                f"(routes: {', '.join(sorted(self.websocket.spec.routes))})",
+                '  then send {"action": "subscribe", "show_id": "<show_id>"}; '
+                f"management endpoint {self.websocket.management_url}",
+            ]
         for result in self.seed_results:
             lines.append(f"Imported {result.path.name}: {result.shows} shows in {result.seconds:.1f} s")
         if not self.seed_results:
@@ -597,6 +641,7 @@ class LocalStack:
             f"stream chaos: {self.config.chaos} (seed {self.config.chaos_seed})",
             f"State and logs: {self.state_dir} (logs/functions.log, logs/stack.log)",
             f"Status: {self.base_url}/__local/health  {self.base_url}/__local/streams  "
+            f"{self.base_url}/__local/websocket  "
             f"{self.base_url}/__local/schedules (POST .../run?event=<Function>.<Event> fires one now)",
             "Ctrl-C to stop.",
             "",
