@@ -349,13 +349,19 @@ def _tables(world: World, prefix: str) -> dict[str, str]:
 def _processor_invoke(client: Any, table: str, batches: list[list[TallyDelta | None]]) -> Callable[..., Any]:
     from aws_lambda_powertools.utilities.batch import process_partial_response
 
+    from mysetlist.activity import ActivityConfig
     from mysetlist.observability import metrics
     from mysetlist.stream_batch import TallyBatchProcessor, record_handler
     from mysetlist.tallies import TallyStore
     from tests.harness.fakes import FakeQuarantine
 
+    # As deployed: velocity and trending sums ride on the same tally updates.
+    activity = ActivityConfig()
     processor = TallyBatchProcessor(
-        TallyStore(client, table, marker_ttl_seconds=3600), FakeQuarantine(), clock=lambda: NOW
+        TallyStore(client, table, marker_ttl_seconds=3600, activity=activity),
+        FakeQuarantine(),
+        clock=lambda: NOW,
+        activity=activity,
     )
 
     def invoke(event: dict[str, Any]) -> Any:
@@ -394,7 +400,7 @@ def _naive_invoke(client: Any, table: str) -> Callable[..., Any]:
 def _served(client: Any, table: str) -> dict[str, tuple[int, int]]:
     from mysetlist.tallies import TallyStore
 
-    counts = TallyStore(client, table, marker_ttl_seconds=3600).read(SHOW_ID)
+    counts = TallyStore(client, table, marker_ttl_seconds=3600).read(SHOW_ID, now=NOW)
     return {c.song_id: (c.up, c.down) for c in counts if c.up or c.down}
 
 

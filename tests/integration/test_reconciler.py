@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mysetlist import keys
-from mysetlist.activity import VoteState, contribution, trend_attribute
+from mysetlist.activity import ActivityConfig, VoteState, contribution, trend_attribute, trend_sums
 from mysetlist.catalog_store import CatalogStore, show_item
 from mysetlist.dynamo import from_item, to_item
 from mysetlist.models import Show, ShowStatus, VoteType
@@ -322,3 +322,23 @@ def test_trending_drift_is_repaired_and_the_sorted_sets_rebuilt(world: World, se
     ranked = board.top_songs(show.show_id, NOW, 10)
     assert ranked[0].id == song0  # 5 up votes: the show's top song again
     assert {r.id for r in ranked} == {s for s, sums in exact.items() if sums}
+
+
+def test_after_a_half_life_change_the_reconciler_fills_the_new_sums(world: World, settings: Any) -> None:
+    show = world.show(closes_at=NOW + dt.timedelta(days=3), status=ShowStatus.UPCOMING)
+    seed_votes(world, show)  # counted under the default half-life (6 h)
+    changed = ActivityConfig(half_life_seconds=3 * 3600)
+    tallies = TallyStore(world.db, settings.tallies_table, marker_ttl_seconds=3600, activity=changed)
+    store = ReconcileStore(world.db, settings.tallies_table, tallies)
+
+    def run(at: dt.datetime) -> ShowResult:
+        return reconcile_show(show, world.votes, store, at, lambda *a, **k: None)
+
+    first = run(NOW)
+    assert (first.drift, first.trend_drift, first.outcome) == ({}, 3, "observed")
+    assert all(not c.trend for c in tallies.read(show.show_id, consistent=True))
+    second = run(NOW + dt.timedelta(minutes=11))
+    assert (second.outcome, second.trend_drift) == ("repaired", 3)
+    rebuilt = {s: trend_sums(v, changed) for s, v in world.votes.standing_votes(show.show_id).items()}
+    assert {c.song_id: c.trend for c in tallies.read(show.show_id, consistent=True)} == rebuilt
+    assert run(NOW + dt.timedelta(minutes=26)).outcome == "clean"

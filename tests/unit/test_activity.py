@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -73,7 +72,7 @@ def test_incremental_sums_equal_a_rebuild_exactly(votes: list[tuple[str, float]]
     sums a rebuild computes from the standing votes (decimals: no rounding drift)."""
     standing = [VoteState(kind, T0 + offset) for kind, offset in votes]
     minutes: dict[int, int] = {}
-    trend: dict[int, Decimal] = {}
+    trend: dict[int, int] = {}
     for state in standing:
         activity_of(None, state, T0, CONFIG, minutes, trend)
     for index in rng.sample(range(len(standing)), k=len(standing) // 2):
@@ -99,7 +98,7 @@ def test_velocity_counts_votes_per_minute_over_the_sliding_window() -> None:
 def test_only_minutes_inside_the_window_are_written() -> None:
     now = T0
     minutes: dict[int, int] = {}
-    trend: dict[int, Decimal] = {}
+    trend: dict[int, int] = {}
     activity_of(None, VoteState("up", now - 30), now, CONFIG, minutes, trend)
     activity_of(None, VoteState("up", now - 3600), now, CONFIG, minutes, trend)  # too old for velocity
     assert sum(minutes.values()) == 1

@@ -14,6 +14,7 @@ from mysetlist.reconcile import (
     drift_of,
     is_settled,
     plan,
+    trend_digest,
 )
 from tests.local_stack.poller import DeliverySettings
 from tests.support.template import default_template
@@ -100,3 +101,25 @@ def test_songs_are_judged_one_by_one_and_vanished_drift_is_forgotten() -> None:
 def test_a_cleared_drift_clears_the_observation() -> None:
     decided = plan({}, settled=False, previous=observed(15, a=(1, 0)), now=NOW)
     assert (decided.repairs, decided.pending, decided.write) == ({}, {}, True)
+
+
+def test_trending_drift_follows_the_same_rule_with_its_digest() -> None:
+    digest = trend_digest({2762: 1_500_000_000})
+    assert digest == trend_digest({2762: 1_500_000_000})
+    assert digest != trend_digest({2762: 1_500_000_001})
+    first = plan({}, settled=False, previous=None, now=NOW, trend={"a": digest})
+    assert (first.repairs, first.pending) == ({}, {"a": SongDrift(0, 0, NOW, digest)})
+    later = NOW + STABLE_FOR
+    held = plan({}, settled=False, previous=Observation(1, first.pending), now=later, trend={"a": digest})
+    assert held.repairs == {"a": (0, 0)}  # a trending-only repair: the counts are exact
+    moved = plan(
+        {},
+        settled=False,
+        previous=Observation(1, first.pending),
+        now=later,
+        trend={"a": trend_digest({1: 1})},
+    )
+    assert moved.repairs == {}
+    assert moved.pending["a"].since == later  # a moving drift is observed again from now
+    settled = plan({}, settled=True, previous=None, now=NOW, trend={"a": digest})
+    assert settled.repairs == {"a": (0, 0)}

@@ -15,11 +15,13 @@ with the half-life ``H`` a setting and ``w`` 1 for an up vote and ``down_weight`
 vote. It is kept with *forward decay*: a vote adds the constant ``w * 2 ** ((t_vote - T_e) / H)``
 to the sum of its era ``e`` (eras are ``32 H`` long and start at ``T_e``), which never changes
 afterwards; the score at ``now`` is ``sum_e S_e * 2 ** ((T_e - now) / H)``. Contributions are
-rounded to 9 decimal places and summed as DynamoDB decimals, so the sums are exact: removing a
-vote subtracts exactly what it added, and recomputing them from the vote items (a rebuild)
-gives the same numbers, hence the same ranking. Attribute names carry ``H`` so that changing
-the half-life starts new sums (the reconciler's rebuild fills them) instead of misreading old
-ones.
+integers in billionths of a vote (an era's grow at most 2**32-fold: under 10**19 each, sums far
+inside DynamoDB's 38 digits), summed by ``ADD``, so the sums are exact: removing a vote
+subtracts exactly what it added, and recomputing them from the vote items (a rebuild) gives
+the same numbers, hence the same ranking. Attribute names carry ``H`` so that changing the
+half-life starts new sums instead of misreading old ones: the TallyReconciler finds the whole
+difference as drift and fills them (at once for settled shows, after 10 stable minutes for open
+ones; see mysetlist.reconcile).
 """
 
 from __future__ import annotations
@@ -27,14 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mysetlist.settings import Settings
 
-ERA_HALF_LIVES = 32  # an era's contributions grow at most 2**32-fold: exact in 38 digits
-_QUANTUM = Decimal("0.000000001")
+ERA_HALF_LIVES = 32  # an era's contributions grow at most 2**32-fold
+SCALE = 10**9  # trending sums are integers: billionths of a vote
 _MINUTE_PREFIX = "vm_"
 
 
@@ -46,7 +47,7 @@ class ActivityConfig:
     down_weight: float = 0.25
     velocity_window_minutes: int = 5
     # Buckets older than the window are removed this many minutes back by every update.
-    sweep_minutes: int = 60
+    sweep_minutes: int = 5
     keep_activity: bool = True
 
     def __post_init__(self) -> None:
@@ -98,29 +99,32 @@ def era_of(at: float, config: ActivityConfig) -> int:
     return math.floor(at / config.era_seconds)
 
 
-def contribution(state: VoteState, config: ActivityConfig) -> tuple[int, Decimal]:
-    """The era of a vote and the constant it adds to that era's trending sum."""
+def contribution(state: VoteState, config: ActivityConfig) -> tuple[int, int]:
+    """The era of a vote and the constant it adds to that era's trending sum (in billionths)."""
     weight = 1.0 if state.vote_type == "up" else config.down_weight
     era = era_of(state.at, config)
     growth = 2.0 ** ((state.at - era * config.era_seconds) / config.half_life_seconds)
-    return era, Decimal(weight * growth).quantize(_QUANTUM)
+    return era, round(weight * growth * SCALE)
 
 
-def trend_sums(votes: Iterable[VoteState], config: ActivityConfig) -> dict[int, Decimal]:
+def trend_sums(votes: Iterable[VoteState], config: ActivityConfig) -> dict[int, int]:
     """Per-era trending sums of standing votes: what the stream keeps, recomputed (a rebuild)."""
-    sums: dict[int, Decimal] = {}
+    sums: dict[int, int] = {}
     for vote in votes:
         era, amount = contribution(vote, config)
         if amount:
-            sums[era] = sums.get(era, Decimal(0)) + amount
+            sums[era] = sums.get(era, 0) + amount
     return {era: total for era, total in sums.items() if total}
 
 
-def score_at(sums: Mapping[int, Decimal], at: float, config: ActivityConfig) -> float:
+def score_at(sums: Mapping[int, int], at: float, config: ActivityConfig) -> float:
     """The trending score at ``at`` of per-era sums."""
     total = 0.0
     for era, amount in sums.items():
-        total += float(amount) * 2.0 ** ((era * config.era_seconds - at) / config.half_life_seconds)
+        # An era after ``at`` (a writer's clock far ahead of the reader's) is read as if it
+        # had just begun: the exponent stays bounded, never overflowing.
+        exponent = min((era * config.era_seconds - at) / config.half_life_seconds, 0.0)
+        total += amount / SCALE * 2.0**exponent
     return total
 
 
@@ -130,7 +134,7 @@ def activity_of(
     now: float,
     config: ActivityConfig,
     minutes: MutableMapping[int, int],
-    trend: MutableMapping[int, Decimal],
+    trend: MutableMapping[int, int],
 ) -> None:
     """Add one record's change (``old`` -> ``new`` counted states) to per-minute counts inside
     the window at ``now`` and to per-era trending sums."""
@@ -144,7 +148,7 @@ def activity_of(
             minutes[minute] = minutes.get(minute, 0) + sign
         era, amount = contribution(state, config)
         if amount:
-            trend[era] = trend.get(era, Decimal(0)) + sign * amount
+            trend[era] = trend.get(era, 0) + sign * amount
 
 
 def stale_minutes(now: float, config: ActivityConfig) -> list[int]:
@@ -170,10 +174,10 @@ def velocity(buckets: Mapping[int, int], now: float, config: ActivityConfig) -> 
 
 def song_activity(
     lanes: Iterable[Mapping[str, object]], at: float, config: ActivityConfig
-) -> tuple[float, dict[int, Decimal], float]:
+) -> tuple[float, dict[int, int], float]:
     """A song's velocity, per-era trending sums and score at ``at``, from its tally items."""
     buckets: dict[int, int] = {}
-    sums: dict[int, Decimal] = {}
+    sums: dict[int, int] = {}
     prefix = _trend_prefix(config)
     for lane in lanes:
         for name, value in lane.items():
@@ -182,6 +186,6 @@ def song_activity(
                 buckets[minute] = buckets.get(minute, 0) + int(str(value))
             elif name.startswith(prefix):
                 era = int(name[len(prefix) :])
-                sums[era] = sums.get(era, Decimal(0)) + Decimal(str(value))
+                sums[era] = sums.get(era, 0) + int(str(value))
     sums = {era: total for era, total in sums.items() if total}
     return velocity(buckets, at, config), sums, score_at(sums, at, config)

@@ -20,10 +20,12 @@ keeps writing, so:
   tally partition, so ``TallyStore.read`` sums it like any other lane. Each transaction holds
   the corrections of at most 99 songs and the new observation, written on condition that the
   observation's version is the one read: two runs cannot apply the same correction twice.
-* **Trending sums** (``mysetlist.activity``) are recomputed from the same vote items. A repaired
-  song's trending drift is added to its repair lane with its counts; a settled show's trending
-  drift is repaired even where the counts agree. Songs with trending drift are counted in the
-  report (``TrendingDriftSongs``, which should be zero too). After each show, the trending
+* **Trending sums** (``mysetlist.activity``) are recomputed from the same vote items and follow
+  the same rule: a song's drift is its counts' drift plus a digest of its per-era trending
+  drift, and a repair adds both to the repair lane (an open show's song once both have held
+  still for ``STABLE_FOR``). This also fills the new sums after the half-life is changed.
+  Songs with trending drift are counted in the report (``TrendingDriftSongs``, which should be
+  zero too). After each show, the trending
   sorted sets in Valkey are rebuilt from the tally items (``TrendingBoard.replace_show``),
   repairing whatever a Valkey fault or a replayed batch left there.
 """
@@ -31,10 +33,10 @@ keeps writing, so:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 Counts = tuple[int, int]
-TrendSums = dict[int, Decimal]
+TrendSums = dict[int, int]
 
 # Past the VoteProcessor's MaximumRecordAgeInSeconds (3600) with a margin: after this, no
 # stream record of a closed show can still be applied.
@@ -81,6 +83,7 @@ class SongDrift:
     up: int
     down: int
     since: dt.datetime
+    trend: str = ""  # a digest of the song's trending drift ("" when its sums are exact)
 
     @property
     def counts(self) -> Counts:
@@ -117,27 +120,41 @@ def is_settled(closes_at: dt.datetime, now: dt.datetime) -> bool:
 
 
 def plan(
-    drift: Mapping[str, Counts], *, settled: bool, previous: Observation | None, now: dt.datetime
+    drift: Mapping[str, Counts],
+    *,
+    settled: bool,
+    previous: Observation | None,
+    now: dt.datetime,
+    trend: Mapping[str, str] | None = None,
 ) -> Plan:
     """The repair rule. A settled show's drift is repaired at once. An open show's song is
-    repaired when its drift equals the one recorded at least ``STABLE_FOR`` ago (and in every
-    run since); a new or changed drift is recorded with ``now``. Nothing is written when
-    there is nothing to repair and the observation would not change."""
+    repaired when its drift (counts, and the digest of its trending drift in ``trend``) equals
+    the one recorded at least ``STABLE_FOR`` ago (and in every run since); a new or changed drift
+    is recorded with ``now``. Nothing is written when there is nothing to repair and the
+    observation would not change."""
+    digests = trend or {}
     before = previous.songs if previous else {}
     repairs: dict[str, Counts] = {}
     pending: dict[str, SongDrift] = {}
-    for song, counts in sorted(drift.items()):
+    for song in sorted(drift.keys() | digests.keys()):
+        counts, digest = drift.get(song, (0, 0)), digests.get(song, "")
         seen = before.get(song)
         if settled:
             repairs[song] = counts
-        elif seen is not None and seen.counts == counts:
+        elif seen is not None and seen.counts == counts and seen.trend == digest:
             if now - seen.since >= STABLE_FOR:
                 repairs[song] = counts
             else:
                 pending[song] = seen
         else:
-            pending[song] = SongDrift(counts[0], counts[1], now)
+            pending[song] = SongDrift(counts[0], counts[1], now, digest)
     return Plan(repairs=repairs, pending=pending, write=bool(repairs) or pending != before)
+
+
+def trend_digest(drift: Mapping[int, int]) -> str:
+    """A short fingerprint of one song's trending drift (to tell a stable drift from a moving one)."""
+    text = ",".join(f"{era}:{amount}" for era, amount in sorted(drift.items()))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- storage
@@ -173,7 +190,9 @@ class ReconcileStore:
             return None
         item = from_item(response["Item"])
         songs = {
-            song: SongDrift(int(d["up"]), int(d["down"]), dt.datetime.fromisoformat(d["since"]))
+            song: SongDrift(
+                int(d["up"]), int(d["down"]), dt.datetime.fromisoformat(d["since"]), str(d.get("trend", ""))
+            )
             for song, d in json.loads(item["drift"]).items()
         }
         return Observation(version=int(item["version"]), songs=songs)
@@ -186,7 +205,7 @@ class ReconcileStore:
         repairs: Mapping[str, Counts],
         pending: Mapping[str, SongDrift],
         now: dt.datetime,
-        trend_repairs: Mapping[str, Mapping[int, Decimal]] | None = None,
+        trend_repairs: Mapping[str, Mapping[int, int]] | None = None,
     ) -> Observation:
         """Add ``repairs`` to the repair lanes and store ``pending`` as the observation, in
         transactions of at most 99 songs, each conditioned on the observation's version.
@@ -210,7 +229,7 @@ class ReconcileStore:
         return Observation(version=version, songs=dict(pending))
 
     def _repair(
-        self, show_id: str, song_id: str, counts: Counts, trend: Mapping[int, Decimal], now: dt.datetime
+        self, show_id: str, song_id: str, counts: Counts, trend: Mapping[int, int], now: dt.datetime
     ) -> dict[str, Any]:
         adds = ["upvotes :up", "downvotes :down"]
         names: dict[str, str] = {}
@@ -241,7 +260,13 @@ class ReconcileStore:
         self, show_id: str, version: int, songs: Mapping[str, SongDrift], now: dt.datetime
     ) -> dict[str, Any]:
         drift = {
-            s: {"up": d.up, "down": d.down, "since": d.since.isoformat()} for s, d in sorted(songs.items())
+            s: {
+                "up": d.up,
+                "down": d.down,
+                "since": d.since.isoformat(),
+                **({"trend": d.trend} if d.trend else {}),
+            }
+            for s, d in sorted(songs.items())
         }
         put: dict[str, Any] = {
             "TableName": self._table,
@@ -282,7 +307,7 @@ class TrendingRebuild(Protocol):
         self,
         show_id: str,
         artist_id: str | None,
-        song_sums: Mapping[str, Mapping[int, Decimal]],
+        song_sums: Mapping[str, Mapping[int, int]],
         now: dt.datetime,
     ) -> None: ...
 
@@ -292,9 +317,7 @@ def trend_drift_of(truth: Mapping[str, TrendSums], tallies: Mapping[str, TrendSu
     drift: dict[str, TrendSums] = {}
     for song in truth.keys() | tallies.keys():
         want, have = truth.get(song, {}), tallies.get(song, {})
-        diff = {
-            era: want.get(era, Decimal(0)) - have.get(era, Decimal(0)) for era in want.keys() | have.keys()
-        }
+        diff = {era: want.get(era, 0) - have.get(era, 0) for era in want.keys() | have.keys()}
         diff = {era: amount for era, amount in diff.items() if amount}
         if diff:
             drift[song] = diff
@@ -395,13 +418,13 @@ def reconcile_show(
     else:
         truth = votes.recount(show.show_id)
     drift = drift_of(truth, tallies)
-    decided = plan(drift, settled=settled, previous=previous, now=now)
+    digests = {song: trend_digest(amounts) for song, amounts in trend_drift.items()}
+    decided = plan(drift, settled=settled, previous=previous, now=now, trend=digests)
     repairs = dict(decided.repairs)
-    if settled:  # exact: trending drift is repaired even where the counts agree
-        repairs.update({song: (0, 0) for song in trend_drift if song not in repairs})
     trend_repairs = {song: trend_drift[song] for song in repairs if song in trend_drift}
+    clean = not drift and not trend_drift
     result = ShowResult(
-        show.show_id, settled, drift, {}, "clean" if not drift else "observed", trend_drift=len(trend_drift)
+        show.show_id, settled, drift, {}, "clean" if clean else "observed", trend_drift=len(trend_drift)
     )
     if decided.write or trend_repairs:
         try:
@@ -426,7 +449,7 @@ def reconcile_show(
             result.outcome = "repaired"
             for song, amounts in trend_repairs.items():
                 tally_trends[song] = {
-                    era: tally_trends.get(song, {}).get(era, Decimal(0)) + amounts.get(era, Decimal(0))
+                    era: tally_trends.get(song, {}).get(era, 0) + amounts.get(era, 0)
                     for era in tally_trends.get(song, {}).keys() | amounts.keys()
                 }
             log(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -64,7 +63,7 @@ class TallyDelta:
     up: int
     down: int
     minutes: Mapping[int, int] = field(default_factory=dict)
-    trend: Mapping[int, Decimal] = field(default_factory=dict)
+    trend: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +134,7 @@ class SongTallyCount:
     down: int
     vote_velocity: float = 0.0  # votes per minute over the sliding window
     trending_score: float = 0.0
-    trend: Mapping[int, Decimal] = field(default_factory=dict, compare=False)  # per-era sums
+    trend: Mapping[int, int] = field(default_factory=dict, compare=False)  # per-era sums
 
 
 class TallyPort(Protocol):
@@ -193,7 +192,7 @@ class TallyStore:
                     response = self._db.query(**kwargs)
                 for raw in response.get("Items", []):
                     item = from_item(raw)
-                    # Trending sums are exact decimals: keep their digits (from_item gives floats).
+                    # Trending sums are exact integers: keep every digit.
                     item.update({k: v["N"] for k, v in raw.items() if is_trend_attribute(k) and "N" in v})
                     items.setdefault(item["song_id"], []).append(item)
                 if "LastEvaluatedKey" not in response:
@@ -367,7 +366,7 @@ def summed(
     whose sum is all zero are dropped."""
     sums: dict[tuple[str, str], list[int]] = {}
     minutes: dict[tuple[str, str], dict[int, int]] = {}
-    trend: dict[tuple[str, str], dict[int, Decimal]] = {}
+    trend: dict[tuple[str, str], dict[int, int]] = {}
     at = (now or dt.datetime.now(dt.UTC)).timestamp()
     for change in changes:
         if change.delta is None:

@@ -1,7 +1,7 @@
 """Trending songs and shows, served from Valkey sorted sets (durable sums: the tally items).
 
-The scores are defined in :mod:`mysetlist.activity`: each era's sums are exact decimals on the
-tally items. Valkey keeps the same per-era sums in sorted sets, so a ranking is one command:
+The scores are defined in :mod:`mysetlist.activity`: each era's sums are exact integers
+(billionths of a vote) on the tally items. Valkey keeps the same per-era sums in sorted sets, so a ranking is one command:
 
 * ``msl:{tr:<show>}:songs:<era>``: the songs of a show;
 * ``msl:{tr:shows}:all:<era>`` and ``msl:{tr:shows}:artist:<artist>:<era>``: shows.
@@ -20,12 +20,11 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mysetlist.activity import ActivityConfig, era_of
+from mysetlist.activity import SCALE, ActivityConfig, era_of
 from mysetlist.breaker import Dependency, breaker_for
 from mysetlist.observability import logger, metrics
 from mysetlist.tallies import summed
@@ -71,7 +70,7 @@ class TrendingBoard:
             raise LookupError("no Valkey endpoint is configured")
         return client
 
-    def add(self, contributions: Iterable[tuple[str, str | None, str, Mapping[int, Decimal]]]) -> int:
+    def add(self, contributions: Iterable[tuple[str, str | None, str, Mapping[int, int]]]) -> int:
         """Add (show, artist, song, per-era sums) contributions; returns the commands sent."""
         client = self._redis()
         commands = 0
@@ -82,7 +81,7 @@ class TrendingBoard:
             ttl = math.ceil(self.config.era_seconds * _ERAS_KEPT)
             for show_id, artist_id, song_id, sums in contributions:
                 for era, amount in sums.items():
-                    value = float(amount)
+                    value = amount / SCALE
                     targets = [(songs_key(show_id, era), song_id), (shows_key(era), show_id)]
                     if artist_id:
                         targets.append((shows_key(era, artist_id), show_id))
@@ -100,7 +99,7 @@ class TrendingBoard:
         self,
         show_id: str,
         artist_id: str | None,
-        song_sums: Mapping[str, Mapping[int, Decimal]],
+        song_sums: Mapping[str, Mapping[int, int]],
         now: dt.datetime,
     ) -> None:
         """Rebuild a show's song sets from durable sums, and its entries in the show sets."""
@@ -114,17 +113,17 @@ class TrendingBoard:
             for era in eras:
                 key = songs_key(show_id, era)
                 songs.delete(key)
-                members = {song: float(sums[era]) for song, sums in song_sums.items() if sums.get(era)}
+                members = {song: sums[era] / SCALE for song, sums in song_sums.items() if sums.get(era)}
                 if members:
                     songs.zadd(key, members)
                     songs.expire(key, ttl)
             songs.execute()
             shows = client.pipeline(transaction=True)  # one slot: the show sets
             for era in eras:
-                total = sum((sums.get(era, Decimal(0)) for sums in song_sums.values()), Decimal(0))
+                total = sum((sums.get(era, 0) for sums in song_sums.values()), 0)
                 for key in [shows_key(era)] + ([shows_key(era, artist_id)] if artist_id else []):
                     if total:
-                        shows.zadd(key, {show_id: float(total)})
+                        shows.zadd(key, {show_id: total / SCALE})
                         shows.expire(key, ttl)
                     else:
                         shows.zrem(key, show_id)
