@@ -22,12 +22,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)
 
 PORT ?= 3000
+WS_PORT ?= 0
 DATA ?=
 SHOW ?=
 ROLE ?= user
 
 .PHONY: help venv sam-venv lint format validate test test-unit test-integration test-e2e \
-        build dev token import bench clean openapi
+        build dev token import bench clean openapi eval-fraud
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -80,8 +81,8 @@ build: $(SAM) $(PY) ## sam build (the deployable artifact, in .aws-sam/), then c
 	PATH="$(dir $(PYTHON312)):$$PATH" $(SAM) build
 	$(PY) -m tests.bench.build_check
 
-dev: $(PY) ## the whole backend on localhost with sample data (PORT=3000)
-	$(PY) -m tests.local_stack --port $(PORT)
+dev: $(PY) ## the whole backend on localhost with sample data (PORT=3000; WS_PORT=0: the WebSocket API on a free port)
+	$(PY) -m tests.local_stack --port $(PORT) --ws-port $(WS_PORT)
 
 token: $(PY) ## print a token for the local stack: make token USER=<id> [ROLE=<group>] [PORT=3000]
 	@# USER is also the login name in every shell: only a USER= on the command line picks the id.
@@ -105,6 +106,9 @@ bench-cold-start: build ## cold start of each function vs the floor: make bench-
 bench-cache: $(PY) ## cache: L1 policy vs LRU and Belady, stampede loader calls, L2 round trips (JSON lines)
 	$(BENCH_ENV) $(PY) -m tests.bench.cache_policy
 	$(BENCH_ENV) $(PY) -m tests.bench.cache_bench
+
+eval-fraud: $(PY) ## suspicious-activity detectors on simulated organic voting with injected attacks: recall, false positives (JSON lines)
+	$(PY) -m tests.bench.fraud_eval $(EVAL_ARGS)
 
 bench-votes: $(PY) ## tally writes per 1k votes vs minimum, processor vs naive throughput, hottest partition at 10k votes/s (JSON lines)
 	$(BENCH_ENV) $(PY) -m tests.bench.votes_bench

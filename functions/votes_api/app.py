@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from mysetlist import voting
 from mysetlist.activity import ActivityConfig
@@ -65,15 +65,23 @@ token_holder = token_caller(verifier)
 @app.post(
     "/api/votes",
     response_model=VoteOut,
-    responses=errors(401, 404, 409, 429),
+    responses=errors(400, 401, 404, 409, 429),
     dependencies=[Depends(rate_limited(VOTES_CAST, current_caller))],
 )
 async def cast_vote(
-    body: VoteIn, caller: Annotated[Caller, Depends(current_caller)], request: Request
+    body: VoteIn,
+    caller: Annotated[Caller, Depends(current_caller)],
+    request: Request,
+    x_device_id: Annotated[
+        str | None,
+        Header(
+            description="An id the app keeps per installation (8-128 of A-Z a-z 0-9 . _ : -); "
+            "stored hashed, for suspicious-activity detection (docs/realtime.md)"
+        ),
+    ] = None,
 ) -> VoteOut:
-    return voting.cast_vote(
-        catalog, votes, caller, body, dt.datetime.now(dt.UTC), client_signals(request, caller)
-    )
+    signals = client_signals(request, caller, x_device_id)
+    return voting.cast_vote(catalog, votes, caller, body, dt.datetime.now(dt.UTC), signals)
 
 
 @app.get(
@@ -105,9 +113,8 @@ async def trending(
     )
 
 
-def client_signals(request: Request, caller: Caller) -> ClientSignals:
+def client_signals(request: Request, caller: Caller, device_id: str | None) -> ClientSignals:
     """What suspicious-activity detection needs to know of the client (docs/realtime.md)."""
-    device_id = request.headers.get(DEVICE_ID_HEADER)
     if device_id is not None and not DEVICE_ID_PATTERN.fullmatch(device_id):
         raise InvalidRequest(
             f"the {DEVICE_ID_HEADER} header must be 8 to 128 letters, digits or '._:-' (or be left out)",

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mysetlist.signals import UNCOUNTED_STATES
 from tests.e2e.conftest import LocalStackProcess
 
 pytestmark = pytest.mark.e2e
@@ -73,14 +74,22 @@ def _cast(stack: LocalStackProcess, show_id: str, votes: Sequence[Vote]) -> dict
     return state
 
 
-def _recount(stack: LocalStackProcess, show_id: str) -> dict[str, tuple[int, int]]:
-    """Up and down votes per song, counted from the vote items in moto's votes table."""
+def _recount(
+    stack: LocalStackProcess, show_id: str, *, counted_only: bool = False
+) -> dict[str, tuple[int, int]]:
+    """Up and down votes per song, counted from the vote items in moto's votes table; with
+    ``counted_only``, without the votes moderation holds (quarantined or rejected): what the
+    tallies must equal. (Thirty accounts voting from one address with one user agent within
+    seconds look like ballot stuffing, and the detectors may well quarantine some of them.)"""
     counts: Counter[tuple[str, str]] = Counter()
     paginator = stack.aws("dynamodb").get_paginator("scan")
     for page in paginator.paginate(TableName=stack.health["tables"]["VotesTable"]):
         for item in page["Items"]:
-            if item.get("show_id", {}).get("S") == show_id:
-                counts[(item["song_id"]["S"], item["vote_type"]["S"])] += 1
+            if item.get("show_id", {}).get("S") != show_id:
+                continue
+            if counted_only and item.get("moderation", {}).get("S") in UNCOUNTED_STATES:
+                continue
+            counts[(item["song_id"]["S"], item["vote_type"]["S"])] += 1
     songs = {song for song, _ in counts}
     return {song: (counts[(song, "up")], counts[(song, "down")]) for song in songs}
 
@@ -113,15 +122,18 @@ def test_random_votes_leave_tallies_equal_to_a_recount(stack: LocalStackProcess)
 
     streams = stack.wait_until_streams_drained(timeout=90)
     recount = _recount(stack, show_id)
+    counted = _recount(stack, show_id, counted_only=True)
     response = stack.get("/api/votes", params={"show_id": show_id})
     assert response.status_code == 200, response.text
     body = response.json()
     context = f"vote seed {seed}, chaos seed {stack.health['chaos_seed']}, streams {streams['mappings']}"
 
     assert recount == expected, f"the votes table disagrees with the API's answers ({context})"
-    assert _tallies(body) == recount, f"tallies are not exact ({context})"
-    assert body["total_upvotes"] == sum(up for up, _ in recount.values())
-    assert body["total_downvotes"] == sum(down for _, down in recount.values())
+    assert _tallies(body) == {s: c for s, c in counted.items() if c != (0, 0)}, (
+        f"tallies are not exact ({context})"
+    )
+    assert body["total_upvotes"] == sum(up for up, _ in counted.values())
+    assert body["total_downvotes"] == sum(down for _, down in counted.values())
     (mapping,) = streams["mappings"]
     assert mapping["given_up_records"] == 0, context
     assert sum(mapping["chaos"].values()) >= 1, (

@@ -144,6 +144,7 @@ def aws(issuer: Issuer, valkey: LocalValkey) -> Iterator[dict[str, str]]:
                 "VOTES_TABLE": tables["VotesTable"],
                 "TALLIES_TABLE": tables["TalliesTable"],
                 "USERS_TABLE": tables["UsersTable"],
+                "CONNECTIONS_TABLE": tables["ConnectionsTable"],
                 "JWT_ISSUER": issuer.url,
                 "JWT_AUDIENCE": AUDIENCE,
                 "CACHE_URL": valkey.url,

@@ -111,10 +111,25 @@ def test_cache_users_join_the_vpc_and_may_wrap_cache_keys(function_id: str) -> N
     ]
 
 
+# Functions that reach Valkey for shared state (rate limits, the fraud window, the trending
+# sets) but cache nothing encrypted: in the VPC with CACHE_URL, without the KMS data key.
+VALKEY_ONLY = ("TallyReconciler", "ModerationApi", "FraudSweeper")
+
+
+@pytest.mark.parametrize("function_id", VALKEY_ONLY)
+def test_valkey_users_without_encrypted_values_join_the_vpc_without_the_data_key(function_id: str) -> None:
+    props = _resource(function_id)["Properties"]
+    assert props["VpcConfig"]["Fn::If"][0] == "HasVpc"
+    env = default_template().functions[function_id].environment
+    assert env["CACHE_URL"]["Fn::If"][0] == "HasVpc"
+    assert "CACHE_KMS_KEY_ID" not in env
+    assert not [s for s in _statements(function_id) if any(a.startswith("kms:") for a in _actions(s))]
+
+
 def test_functions_that_do_not_cache_stay_out_of_the_vpc_and_the_cache() -> None:
     template = default_template()
-    others = set(template.functions) - set(CACHE_USERS)
-    assert others == {"UserProfileSync", "TallyReconciler"}
+    others = set(template.functions) - set(CACHE_USERS) - set(VALKEY_ONLY)
+    assert others == {"UserProfileSync", "LiveUpdates"}
     for function_id in others:
         assert "VpcConfig" not in _resource(function_id)["Properties"]
         assert "CACHE_URL" not in template.functions[function_id].environment
@@ -191,7 +206,7 @@ def test_health_routes_are_anonymous_for_get_and_need_a_token_for_post() -> None
 
 def test_health_check_and_cache_warmer_run_on_scheduler_schedules() -> None:
     schedules = {s.function_id: s for s in default_template().schedules}
-    assert set(schedules) == {"HealthCheck", "CacheWarmer", "TallyReconciler"}
+    assert set(schedules) == {"HealthCheck", "CacheWarmer", "TallyReconciler", "FraudSweeper"}
     check, warmer = schedules["HealthCheck"], schedules["CacheWarmer"]
     assert (check.kind, check.expression, check.name) == (
         "ScheduleV2",
@@ -222,7 +237,6 @@ def test_the_tally_reconciler_runs_every_15_minutes_and_writes_only_the_tallies(
     assert event["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SchedulesDLQ", "Arn"]}}
     assert event["RetryPolicy"]["MaximumRetryAttempts"] == 2
     assert props["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
-    assert "VpcConfig" not in props
     reads = [next(iter(p.values())) for p in props["Policies"] if "DynamoDBReadPolicy" in p]
     assert reads == [{"TableName": {"Ref": "CatalogTable"}}, {"TableName": {"Ref": "VotesTable"}}]
     (statement,) = _statements("TallyReconciler")

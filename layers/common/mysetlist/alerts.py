@@ -103,7 +103,7 @@ AlertEntity = Annotated[
 
 def alert_fingerprint(alert_type: str, entity: str) -> str:
     """What makes two raises the same incident: its type and the entity it is about
-    (``dependency#valkey``, ``vote_fraud#show:grateful-dead:2030-06-01``)."""
+    (``dependency#valkey``, ``vote_fraud.network_cluster#net:203.0.113.0/24``)."""
     return f"{alert_type}#{entity}"
 
 

@@ -78,6 +78,14 @@ class Settings(BaseModel):
     trending_down_weight: Annotated[float, Field(ge=-1, le=1)] = 0.25
     # JSON object overriding the fraud detectors' thresholds (mysetlist.fraud.config).
     fraud_thresholds: str = ""
+    # Live pushes: the WebSocket API's connections table and management endpoint
+    # (https://<api>.execute-api.<region>.amazonaws.com/<stage>; the local stack sets its own).
+    connections_table: str = ""
+    live_management_endpoint: str = ""
+    # Shows one WebSocket connection may watch at once.
+    live_max_subscriptions: Annotated[int, Field(ge=1, le=100)] = 10
+    # Origins (comma-separated) a browser may open the WebSocket from; empty: any.
+    web_client_origin: str = ""
 
     # --- Rate limits: JSON object {"<budget>": "<limit>/<period seconds>"} overriding defaults.
     rate_limit_overrides: str = ""

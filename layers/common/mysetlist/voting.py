@@ -212,7 +212,7 @@ def trending(
         except Exception as exc:
             raise Unavailable(
                 "trending shows are served from the cache, which is unavailable; retry shortly",
-                details={"outcome": "unchanged", "retry_after_seconds": 5},
+                details={"outcome": "unchanged", "retryable": True, "retry_after_seconds": 5},
             ) from exc
         items = []
         for entry in ranked:
