@@ -21,7 +21,7 @@ from mysetlist.dynamo import to_item
 from mysetlist.models import Show, ShowStatus, VoteType
 from mysetlist.signals import QUARANTINED
 from mysetlist.tallies import TallyStore
-from mysetlist.trending import TrendingBoard
+from mysetlist.trending import TrendingBoard, shows_key
 from mysetlist.valkey import valkey_client
 from mysetlist.votes_store import VotesStore
 from tests.harness.delivery import deliver_all
@@ -236,3 +236,18 @@ def test_bad_trending_queries_get_clear_errors(
     got, body = get(votes_api, "/api/trending", **query)
     assert got == status
     assert fragment in str(body)
+
+
+def test_a_hot_batch_costs_one_increment_per_song_and_one_per_show_set(
+    settings: Any, aws: dict[str, str]
+) -> None:
+    board = TrendingBoard(lambda: valkey_client(settings), CONFIG)
+    show = f"trend-{uuid.uuid4().hex[:8]}:2030-01-01"
+    era = 1000
+    sent = board.add([(show, "artist-x", f"song-{n}", {era: 2_000_000_000}) for n in range(30)])
+    # 30 song increments, one increment in each of the 2 show sets, one EXPIRE per set touched
+    assert sent == 30 + 2 + 3
+    client = valkey_client(settings)
+    assert client is not None
+    assert client.zscore(shows_key(era), show) == pytest.approx(60.0)
+    assert client.zscore(shows_key(era, "artist-x"), show) == pytest.approx(60.0)

@@ -75,20 +75,27 @@ class TrendingBoard:
         client = self._redis()
         commands = 0
 
+        # Songs one by one; shows (all, and the artist's) summed per show and era first, so a hot
+        # show's batch costs one increment per set, not one per song. One EXPIRE per key.
+        increments: dict[tuple[str, str], float] = {}
+        for show_id, artist_id, song_id, sums in contributions:
+            for era, amount in sums.items():
+                value = amount / SCALE
+                targets = [(songs_key(show_id, era), song_id), (shows_key(era), show_id)]
+                if artist_id:
+                    targets.append((shows_key(era, artist_id), show_id))
+                for target in targets:
+                    increments[target] = increments.get(target, 0.0) + value
+
         def send() -> None:
             nonlocal commands
             pipe = client.pipeline(transaction=False)
             ttl = math.ceil(self.config.era_seconds * _ERAS_KEPT)
-            for show_id, artist_id, song_id, sums in contributions:
-                for era, amount in sums.items():
-                    value = amount / SCALE
-                    targets = [(songs_key(show_id, era), song_id), (shows_key(era), show_id)]
-                    if artist_id:
-                        targets.append((shows_key(era, artist_id), show_id))
-                    for key, member in targets:
-                        pipe.zincrby(key, value, member)
-                        pipe.expire(key, ttl)
-                        commands += 2
+            for (key, member), value in increments.items():
+                pipe.zincrby(key, value, member)
+            for key in {key for key, _ in increments}:
+                pipe.expire(key, ttl)
+            commands = len(increments) + len({key for key, _ in increments})
             if commands:
                 pipe.execute()
 
