@@ -225,6 +225,10 @@ def test_unknown_actions_are_told_what_the_api_understands(api: LiveApi) -> None
         assert got["details"] == {"actions": ["subscribe", "unsubscribe"]}
 
 
+def test_a_ping_keeps_a_quiet_connection_open(api: LiveApi) -> None:
+    assert send(api, "$default", {"action": "ping"}) == (200, {"type": "pong"})
+
+
 def test_disconnect_removes_the_connection_and_its_subscriptions(
     api: LiveApi, store: MemoryConnections
 ) -> None:

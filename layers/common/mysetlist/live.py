@@ -71,7 +71,8 @@ PUSH_BUDGET_SECONDS = 5.0
 ACTIONS = ("subscribe", "unsubscribe")
 ACTIONS_HELP = (
     'send {"action": "subscribe", "show_id": "<show id>"} to receive a show\'s tallies as they '
-    'change, and {"action": "unsubscribe", "show_id": "<show id>"} to stop'
+    'change, {"action": "unsubscribe", "show_id": "<show id>"} to stop, and {"action": "ping"} '
+    "to keep a quiet connection open"
 )
 
 CONNECTION_SK = "META"
@@ -690,7 +691,8 @@ class LiveApi:
     * ``subscribe`` / ``unsubscribe`` ``{"action", "show_id"}``: the answer (through the route
       response) is an ack, with the show's current board on subscribe, or an error.
     * ``$disconnect``: the connection and its subscriptions are removed.
-    * ``$default``: an error naming the actions.
+    * ``$default``: ``{"action": "ping"}`` answers ``{"type": "pong"}`` (a keep-alive: API
+      Gateway closes connections idle for 10 minutes); anything else, an error naming the actions.
     """
 
     def __init__(
@@ -822,6 +824,9 @@ class LiveApi:
 
     def _unknown_action(self, event: Mapping[str, Any]) -> dict[str, Any]:
         body = self._body(event)
+        if isinstance(body, dict) and body.get("action") == "ping":
+            # API Gateway closes a connection idle for 10 minutes: a quiet show's watcher pings.
+            return _response(200, {"type": "pong"})
         if isinstance(body, dict) and "action" in body:
             problem = f"unknown action {str(body['action'])[:50]!r}"
         elif isinstance(body, dict):
