@@ -25,7 +25,7 @@ from mysetlist.trending import TrendingBoard, shows_key
 from mysetlist.valkey import valkey_client
 from mysetlist.votes_store import VotesStore
 from tests.harness.delivery import deliver_all
-from tests.harness.events import LambdaContext, call_http, http_event
+from tests.harness.events import LambdaContext, call_http, http_event, load_event
 from tests.harness.streams import StreamReader
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -251,3 +251,9 @@ def test_a_hot_batch_costs_one_increment_per_song_and_one_per_show_set(
     assert client is not None
     assert client.zscore(shows_key(era), show) == pytest.approx(60.0)
     assert client.zscore(shows_key(era, "artist-x"), show) == pytest.approx(60.0)
+
+
+def test_the_canonical_trending_event_has_the_right_shape(votes_api: Any, aws: dict[str, str]) -> None:
+    status, body = call_http(votes_api, load_event("votes_api/trending.json"))
+    assert status == 404  # its show (in 2030) is not in this catalogue
+    assert "grateful-dead:2030-06-01" in body["error"]["message"]
