@@ -28,7 +28,7 @@ SHOW ?=
 ROLE ?= user
 
 .PHONY: help venv sam-venv lint format validate test test-unit test-integration test-e2e \
-        build dev token import bench clean openapi eval-fraud
+        build dev token import bench clean openapi eval-fraud backtest predict
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,14 @@ bench-cold-start: build ## cold start of each function vs the floor: make bench-
 bench-cache: $(PY) ## cache: L1 policy vs LRU and Belady, stampede loader calls, L2 round trips (JSON lines)
 	$(BENCH_ENV) $(PY) -m tests.bench.cache_policy
 	$(BENCH_ENV) $(PY) -m tests.bench.cache_bench
+
+backtest: $(PY) ## setlist predictions back-tested as setlist_baselines.py does: make backtest DATA="a.jsonl b.jsonl" (JSON lines)
+	@test -n "$(DATA)" || { echo 'usage: make backtest DATA="a.jsonl b.jsonl"'; exit 2; }
+	$(PY) -m tests.tools.backtest $(DATA)
+
+predict: $(PY) ## the prediction for one show from the shows before it only: make predict DATA=file.jsonl SHOW=<show_id>
+	@test -n "$(DATA)" -a -n "$(SHOW)" || { echo "usage: make predict DATA=file.jsonl SHOW=<show_id>"; exit 2; }
+	$(PY) -m tests.tools.predict $(DATA) $(SHOW)
 
 eval-fraud: $(PY) ## suspicious-activity detectors on simulated organic voting with injected attacks: recall, false positives (JSON lines)
 	$(PY) -m tests.bench.fraud_eval $(EVAL_ARGS)

@@ -1,0 +1,1 @@
+"""Setlist predictions: per-artist history, features, a calibrated learned model, back-test."""

@@ -1,0 +1,60 @@
+"""Calibration metrics, the weighted member and the reasons text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mysetlist.predictions.backtest import brier, ece, kendall_tau_a
+from mysetlist.predictions.features import FEATURE_NAMES, F
+from mysetlist.predictions.model import EnsembleWeights, family_scores, weighted_score
+from mysetlist.predictions.predict import reasons_for
+
+
+def test_ece_perfect_and_biased() -> None:
+    prob = np.array([0.25] * 4 + [0.75] * 4)
+    y = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=float)
+    assert ece(prob, y) == pytest.approx(0.0)
+    assert ece(np.full(4, 0.9), np.zeros(4)) == pytest.approx(0.9)
+    # Two bins of 2: |0.1 - 0.5| and |0.9 - 0.5|, weighted equally.
+    assert ece(np.array([0.1, 0.1, 0.9, 0.9]), np.array([0, 1, 0, 1.0])) == pytest.approx(0.4)
+    # 1.0 falls in the last bin, not an eleventh.
+    assert ece(np.array([1.0]), np.array([1.0])) == pytest.approx(0.0)
+
+
+def test_brier_and_tau() -> None:
+    assert brier(np.array([1.0, 0.0]), np.array([1.0, 0.0])) == 0.0
+    assert brier(np.array([0.5]), np.array([1.0])) == 0.25
+    assert kendall_tau_a([1, 2, 3], [1, 2, 3]) == 1.0
+    assert kendall_tau_a([3, 2, 1], [1, 2, 3]) == -1.0
+    assert kendall_tau_a([1], [1]) is None
+
+
+def test_every_named_weight_is_used() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.random((20, len(FEATURE_NAMES)))
+    base = weighted_score(X, EnsembleWeights())
+    for name in EnsembleWeights().as_dict():
+        weights = EnsembleWeights(**{**EnsembleWeights().as_dict(), name: 5.0})
+        assert not np.allclose(weighted_score(X, weights), base), name
+    assert set(family_scores(X)) == set(EnsembleWeights().as_dict())
+    with pytest.raises(ValueError, match="weights"):
+        EnsembleWeights(artist=-1.0)
+
+
+def test_reasons_text() -> None:
+    x = np.zeros(len(FEATURE_NAMES))
+    x[F["rate_10"]] = 0.9
+    x[F["log_gap"]] = np.log1p(4)
+    contributions = np.zeros(len(FEATURE_NAMES))
+    contributions[F["rate_10"]] = 2.0
+    contributions[F["log_gap"]] = -1.0
+    assert (
+        reasons_for(x, contributions, t=100)
+        == [
+            "Played in 9 of the last 10 shows",
+            "Not played in the last 3 shows",
+            "Played in 0 of 100 shows (0%)",
+        ][: len(reasons_for(x, contributions, t=100))]
+    )
+    assert reasons_for(x, contributions, t=100, vote_rank=2)[0] == "Fans voted it #2 for this show"
