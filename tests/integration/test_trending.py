@@ -133,7 +133,8 @@ def test_velocity_and_trending_follow_the_votes_and_a_rebuild_gives_the_same_sco
     assert [i["song_id"].split(":")[1] for i in trending["items"]] == ["fresh", "mixed"]
     first = trending["items"][0]
     assert first["total_votes"] == 6
-    assert first["trending_score"] == pytest.approx(songs["fresh"]["trending_score"], rel=1e-6)
+    # the same score, read a moment later (it decays) and rounded to 4 decimals
+    assert first["trending_score"] == pytest.approx(songs["fresh"]["trending_score"], abs=1e-3)
 
 
 def test_shows_rank_across_the_platform_and_by_artist(pipeline: Pipeline, votes_api: Any) -> None:
