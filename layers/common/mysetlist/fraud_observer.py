@@ -48,6 +48,7 @@ from mysetlist.moderation import QuarantineReport, evidence_excerpt, summarize
 from mysetlist.observability import logger, metrics, remaining_time_ms
 from mysetlist.reconcile import active_shows
 from mysetlist.signals import Incident, VoteSignal, signal_from_item
+from mysetlist.timestamps import epoch_of, parse_utc
 from mysetlist.voting import voting_closes_at
 
 if TYPE_CHECKING:
@@ -580,22 +581,13 @@ class TallyActivity:
                     response = self._db.query(**request)
                 for raw in response.get("Items", []):
                     stamp = from_item(raw).get("updated_at")
-                    if stamp and (latest is None or _epoch(str(stamp)) > _epoch(latest)):
+                    if stamp and (latest is None or epoch_of(str(stamp)) > epoch_of(latest)):
                         latest = str(stamp)
                 last = response.get("LastEvaluatedKey")
                 if not last:
                     break
                 request["ExclusiveStartKey"] = last
-        return _moment(latest) if latest else None
-
-
-def _moment(stamp: str) -> dt.datetime:
-    moment = dt.datetime.fromisoformat(stamp)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _epoch(stamp: str) -> float:
-    return _moment(stamp).timestamp()
+        return parse_utc(latest) if latest else None
 
 
 @dataclass(slots=True)

@@ -50,6 +50,7 @@ from mysetlist.observability import remaining_time_ms
 from mysetlist.pagination import decode_cursor, encode_cursor
 from mysetlist.retry import retry_call
 from mysetlist.signals import QUARANTINED, Incident, parse_vote_id, vote_id
+from mysetlist.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -192,8 +193,7 @@ def _iso(moment: dt.datetime) -> str:
 def _when(value: Any) -> dt.datetime | None:
     if not value:
         return None
-    moment = dt.datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return parse_utc(str(value))
 
 
 def flagged_vote(item: Mapping[str, Any]) -> FlaggedVote:

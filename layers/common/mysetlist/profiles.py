@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from mysetlist.dynamo import error_code, from_item, to_item
+from mysetlist.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -69,5 +70,4 @@ class ProfileStore:
         stamp = from_item(response["Item"]).get("created_at") if "Item" in response else None
         if not stamp:
             return None
-        moment = dt.datetime.fromisoformat(str(stamp))
-        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        return parse_utc(str(stamp))

@@ -47,7 +47,7 @@ from mysetlist.catalog_store import CatalogStore
 from mysetlist.dynamo import error_code, from_item, to_item
 from mysetlist.models import Show, ShowStatus
 from mysetlist.tallies import MAX_SONGS_PER_COMMIT, TallyStore
-from mysetlist.votes_store import VotesStore
+from mysetlist.votes_store import VotesStore, up_and_down
 from mysetlist.voting import voting_closes_at
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ def reconcile_show(
     trend_drift: dict[str, TrendSums] = {}
     if standing is not None:
         states = standing(show.show_id)
-        truth = {song: _counts(votes_of_song) for song, votes_of_song in states.items()}
+        truth = {song: up_and_down(votes_of_song) for song, votes_of_song in states.items()}
         truth_trends = {
             song: trend_sums(votes_of_song, store.activity) for song, votes_of_song in states.items()
         }
@@ -464,11 +464,6 @@ def reconcile_show(
     if trending is not None:
         _rebuild_trending(trending, show, tally_trends, now, log)
     return result
-
-
-def _counts(states: Sequence[Any]) -> Counts:
-    up = sum(1 for state in states if state.vote_type == "up")
-    return (up, len(states) - up)
 
 
 def _rebuild_trending(

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mysetlist.timestamps import epoch_of
+
 # Keyed hashing: equal inputs give equal digests inside this system; the digests are not the
 # addresses. (Addresses are a small space, so this is pseudonymisation, not anonymisation: the
 # network prefix is stored in clear anyway.)
@@ -144,20 +146,13 @@ class VoteSignal:
         return self.moderation is None
 
 
-def _iso_seconds(value: str) -> float:
-    moment = dt.datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
-
-
 def signal_from_item(item: Mapping[str, Any]) -> VoteSignal | None:
     """A signal from a vote item (plain values, as ``mysetlist.dynamo.from_item`` gives them);
     None for an item that is not a vote."""
     try:
         show_id, song_id, user_id = str(item["show_id"]), str(item["song_id"]), str(item["user_id"])
         vote_type = str(item["vote_type"])
-        at = _iso_seconds(str(item.get("updated_at") or item["created_at"]))
+        at = epoch_of(str(item.get("updated_at") or item["created_at"]))
     except (KeyError, ValueError):
         return None
     created = item.get("account_created_at")

@@ -44,6 +44,7 @@ from mysetlist.activity import (
 from mysetlist.breaker import CircuitOpenError
 from mysetlist.dynamo import error_code, from_item, to_item, unavailable_on_throttle
 from mysetlist.signals import UNCOUNTED_STATES
+from mysetlist.timestamps import epoch_of
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -89,12 +90,7 @@ def _counted_state(image: Mapping[str, Any] | None, fallback_at: float) -> VoteS
     if (image.get("moderation") or {}).get("S") in UNCOUNTED_STATES:
         return None
     stamp = (image.get("updated_at") or image.get("created_at") or {}).get("S")
-    return VoteState(vote, _epoch(stamp) if stamp else fallback_at)
-
-
-def _epoch(stamp: str) -> float:
-    moment = dt.datetime.fromisoformat(stamp)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+    return VoteState(vote, epoch_of(stamp) if stamp else fallback_at)
 
 
 def change_from_record(record: Mapping[str, Any]) -> VoteChange:

@@ -8,7 +8,7 @@ One vote per user per song per show is enforced by conditional writes, never by 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from mysetlist.dynamo import error_code, from_item, to_item, unavailable_on_thro
 from mysetlist.errors import Conflict
 from mysetlist.models import VoteAction, VoteType
 from mysetlist.signals import UNCOUNTED_STATES
+from mysetlist.timestamps import epoch_of
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -185,11 +186,7 @@ class VotesStore:
     def recount(self, show_id: str) -> dict[str, tuple[int, int]]:
         """Up and down votes per song of a show, counted from the vote items (ByShow index).
         Votes held by moderation (quarantined, rejected) count nowhere, as in the tallies."""
-        counts: dict[str, tuple[int, int]] = {}
-        for song, states in self.standing_votes(show_id).items():
-            up = sum(1 for state in states if state.vote_type == VoteType.UP.value)
-            counts[song] = (up, len(states) - up)
-        return counts
+        return {song: up_and_down(states) for song, states in self.standing_votes(show_id).items()}
 
     def standing_votes(self, show_id: str) -> dict[str, list[VoteState]]:
         """The counted votes of a show per song, with the time of their current state: what
@@ -211,10 +208,15 @@ class VotesStore:
                         continue
                     if item.get("vote_type") not in (VoteType.UP.value, VoteType.DOWN.value):
                         continue
-                    stamp = dt.datetime.fromisoformat(str(item.get("updated_at") or item["created_at"]))
-                    at = (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
+                    at = epoch_of(str(item.get("updated_at") or item["created_at"]))
                     standing.setdefault(item["song_id"], []).append(VoteState(item["vote_type"], at))
                 if "LastEvaluatedKey" not in response:
                     break
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return standing
+
+
+def up_and_down(states: Sequence[VoteState]) -> tuple[int, int]:
+    """How many of a song's standing votes are up, and how many down."""
+    up = sum(1 for state in states if state.vote_type == VoteType.UP.value)
+    return (up, len(states) - up)
