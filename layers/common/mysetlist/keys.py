@@ -129,3 +129,28 @@ def stream_marker_pk(stream_arn: str, first_sequence_number: str) -> str:
     """Checkpoint marker of one delivery, keyed by the stream and the delivery's first record."""
     stream = hashlib.sha256(stream_arn.encode("utf-8")).hexdigest()[:16]
     return f"CKPT#{stream}#{first_sequence_number}"
+
+
+# ---- predictions table (issue 6): stored predictions and their scores under the show's key,
+# the ensemble's weights (versioned) and each artist's model pointer
+PREDICTION_SK = "PREDICTION"
+SCORE_SK = "SCORE"
+WEIGHTS_PK = "CONFIG#weights"
+CURRENT_SK = "CURRENT"
+
+
+def scores_gsi1pk(month: str) -> str:
+    """The scores of one month (``yyyy-mm`` of ``scored_at``)."""
+    return f"SCORES#{month}"
+
+
+def weights_version_sk(version: int) -> str:
+    return f"v{version:06d}"
+
+
+def model_pk(artist_id: str) -> str:
+    return f"MODEL#{artist_id}"
+
+
+def model_version_sk(version: str) -> str:
+    return f"v#{version}"

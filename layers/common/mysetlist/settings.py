@@ -45,6 +45,11 @@ class Settings(BaseModel):
     alert_topic_arn: str = ""
     model_bucket: str = ""
 
+    # --- Setlist predictions (issue 6): stored predictions, scores, weights and model pointers;
+    # the ModelTrainer's name or ARN (the weights PATCH invokes it asynchronously).
+    predictions_table: str = ""
+    trainer_function: str = ""
+
     # --- Cache (layers/common/mysetlist/cache). Defaults are the original design's.
     # Valkey endpoint: redis://host:port/0 locally, rediss://host:port in AWS (ElastiCache
     # Serverless requires TLS). Empty: the cache runs L1 only.
