@@ -1,4 +1,5 @@
-"""The prediction for one show of a setlists JSON Lines file, from the shows before it only.
+"""The prediction for one show of a setlists JSON Lines file, from the shows before it only (a model
+trained on those shows, as the nightly trainer would).
 
 python -m tests.tools.predict FILE.jsonl SHOW_ID [SETLIST_LENGTH]
 """
@@ -9,6 +10,7 @@ import json
 import sys
 
 from mysetlist.predictions.history import load_jsonl
+from mysetlist.predictions.model import train_history
 from mysetlist.predictions.predict import DEFAULT_LENGTH, predict_show
 
 
@@ -24,7 +26,9 @@ def main(argv: list[str]) -> int:
         except KeyError:
             continue
         show = history.shows[index]
-        prediction = predict_show(history.prefix(index), show, setlist_length=length)
+        before = history.prefix(index)
+        model = train_history(before)
+        prediction = predict_show(before, show, setlist_length=length, model=model)
         out = prediction.as_dict()
         predicted = {s.song for s in prediction.songs}
         out["actual_songs"] = len(show.songs)

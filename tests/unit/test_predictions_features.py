@@ -8,7 +8,7 @@ import numpy as np
 
 from mysetlist.predictions.features import F, FeatureState, all_show_features
 from mysetlist.predictions.history import ROLE_ENCORE, ROLE_OPENER, ArtistHistory, Show, show_from_record
-from mysetlist.predictions.model import ModelConfig
+from mysetlist.predictions.model import ModelConfig, train_history
 from mysetlist.predictions.predict import predict_show
 
 SMALL = ModelConfig(hgb_max_iter=15)
@@ -78,11 +78,10 @@ def test_features_do_not_see_later_shows() -> None:
 def test_prediction_does_not_change_when_a_later_show_does() -> None:
     history = _history(40)
     target = history.shows[30]
-    first = predict_show(history.prefix(30), target, setlist_length=6, config=SMALL)
-    changed = list(history.shows)
-    changed[35] = _show(35, ["something else", "core3"])
-    second = predict_show(
-        ArtistHistory.build("A", changed).prefix(30), target, setlist_length=6, config=SMALL
-    )
+    before = history.prefix(30)
+    first = predict_show(before, target, setlist_length=6, model=train_history(before, SMALL))
+    changed = ArtistHistory.build("A", [*history.shows[:35], _show(35, ["something else", "core3"])])
+    before = changed.prefix(30)
+    second = predict_show(before, target, setlist_length=6, model=train_history(before, SMALL))
     assert first == second
     assert len({s.song for s in first.songs} & set(target.songs)) >= 5

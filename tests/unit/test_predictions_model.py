@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mysetlist.predictions.backtest import brier, ece, kendall_tau_a
+from mysetlist.predictions.backtest import (
+    brier,
+    calibration_bins,
+    ece,
+    ece_from_bins,
+    kendall_tau_a,
+    merge_bins,
+    score_prediction,
+)
 from mysetlist.predictions.features import FEATURE_NAMES, F
 from mysetlist.predictions.model import EnsembleWeights, family_scores, weighted_score
 from mysetlist.predictions.predict import reasons_for
@@ -58,3 +66,28 @@ def test_reasons_text() -> None:
         ][: len(reasons_for(x, contributions, t=100))]
     )
     assert reasons_for(x, contributions, t=100, vote_rank=2)[0] == "Fans voted it #2 for this show"
+
+
+def test_score_prediction_and_bins() -> None:
+    ranking = [("a", 0.95), ("b", 0.85), ("c", 0.15), ("d", 0.05), ("e", 1.0)]
+    score = score_prediction(ranking, ["b", "x", "a", "b"])
+    assert score["k"] == 3  # distinct songs played
+    assert score["hits"] == 2  # a and b among the first three; x was not predicted
+    assert score["p_at_k"] == pytest.approx(2 / 3)
+    prob = np.array([0.95, 0.85, 0.15, 0.05, 1.0])
+    y = np.array([1, 1, 0, 0, 0.0])
+    assert score["brier"] == pytest.approx(float(np.mean((prob - y) ** 2)))
+    bins = score["bins"]
+    assert len(bins) == 10
+    assert [b["n"] for b in bins] == [1, 1, 0, 0, 0, 0, 0, 0, 1, 2]
+    assert bins[9]["hits"] == 1.0
+    assert bins[9]["sum_p"] == pytest.approx(1.95)
+    assert ece_from_bins(bins) == pytest.approx(ece(prob, y))
+    merged = merge_bins([bins, bins])
+    assert merged[9]["n"] == 4
+    assert ece_from_bins(merged) == pytest.approx(ece_from_bins(bins))
+    assert ece_from_bins(calibration_bins(np.zeros(0), np.zeros(0))) is None
+    empty = score_prediction([], ["a"])
+    assert empty["hits"] == 0
+    assert empty["brier"] is None
+    assert score_prediction(ranking, [])["p_at_k"] is None

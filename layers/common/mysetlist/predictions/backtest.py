@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,17 +37,66 @@ def brier(prob: FloatArray, y: FloatArray) -> float:
     return float(np.mean((prob - y) ** 2)) if len(y) else math.nan
 
 
-def ece(prob: FloatArray, y: FloatArray, bins: int = 10) -> float:
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(prob: FloatArray, y: FloatArray, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+    """Equal-width probability bins (1.0 falls in the last): count ``n``, summed probability
+    ``sum_p`` and ``hits`` per bin. Bins of several shows add up field by field."""
+    which = np.minimum((np.asarray(prob) * bins).astype(np.int64), bins - 1)
+    n = np.bincount(which, minlength=bins)
+    sum_p = np.bincount(which, weights=prob, minlength=bins)
+    hits = np.bincount(which, weights=y, minlength=bins)
+    return [{"n": int(n[b]), "sum_p": float(sum_p[b]), "hits": float(hits[b])} for b in range(bins)]
+
+
+def merge_bins(many: Sequence[Sequence[Mapping[str, float]]]) -> list[dict[str, float]]:
+    """The field-by-field sum of several shows' :func:`calibration_bins`."""
+    out = [{"n": 0, "sum_p": 0.0, "hits": 0.0} for _ in range(CALIBRATION_BINS)]
+    for bins in many:
+        for total, b in zip(out, bins, strict=True):
+            total["n"] += int(b["n"])
+            total["sum_p"] += float(b["sum_p"])
+            total["hits"] += float(b["hits"])
+    return out
+
+
+def ece_from_bins(bins: Sequence[Mapping[str, float]]) -> float | None:
+    """Expected calibration error of binned predictions: |mean p - hit rate| per bin, weighted by
+    the bin's count. None when the bins are empty."""
+    total = sum(int(b["n"]) for b in bins)
+    if not total:
+        return None
+    return float(sum(abs(float(b["sum_p"]) - float(b["hits"])) for b in bins) / total)
+
+
+def ece(prob: FloatArray, y: FloatArray, bins: int = CALIBRATION_BINS) -> float:
     """Expected calibration error: 10 equal-width bins, |mean p - hit rate| weighted by count."""
-    if not len(y):
-        return math.nan
-    which = np.minimum((prob * bins).astype(np.int64), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() * abs(float(prob[mask].mean()) - float(y[mask].mean()))
-    return total / len(y)
+    value = ece_from_bins(calibration_bins(prob, y, bins))
+    return math.nan if value is None else value
+
+
+def score_prediction(ranking: Sequence[tuple[str, float]], actual: Sequence[str]) -> dict[str, Any]:
+    """A stored prediction scored against the show's actual setlist.
+
+    ``ranking`` is the prediction's songs by score, best first, with their probability;
+    ``actual`` the song keys played. k is the number of distinct songs played; ``hits`` counts
+    them among the first k of the ranking; ``p_at_k`` is hits / k (None when nothing was
+    played); ``brier`` and the calibration ``bins`` are over the ranking's songs (None/empty
+    bins when the ranking is empty).
+    """
+    played = set(actual)
+    k = len(played)
+    hits = sum(1 for key, _ in ranking[:k] if key in played)
+    prob = np.array([p for _, p in ranking], dtype=np.float64)
+    y = np.array([1.0 if key in played else 0.0 for key, _ in ranking])
+    return {
+        "k": k,
+        "hits": hits,
+        "p_at_k": hits / k if k else None,
+        "brier": brier(prob, y) if len(y) else None,
+        "bins": calibration_bins(prob, y),
+    }
 
 
 def order_key(X: FloatArray) -> FloatArray:

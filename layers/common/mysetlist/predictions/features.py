@@ -205,12 +205,13 @@ class FeatureState:
         self.t += 1
 
 
-def all_show_features(history: ArtistHistory, upto: int | None = None) -> list[ShowFeatures]:
-    """Features of each of the first ``upto`` shows, each as of just before it."""
+def all_show_features(history: ArtistHistory, upto: int | None = None, start: int = 0) -> list[ShowFeatures]:
+    """Features of shows ``start``..``upto`` (all by default), each as of just before it."""
     state = FeatureState(history)
     out: list[ShowFeatures] = []
-    for show in history.shows[: len(history.shows) if upto is None else upto]:
-        out.append(state.features(show))
+    for i, show in enumerate(history.shows[: len(history.shows) if upto is None else upto]):
+        if i >= start:
+            out.append(state.features(show))
         state.absorb(show)
     return out
 

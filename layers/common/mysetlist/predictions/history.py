@@ -19,6 +19,7 @@ from typing import Any
 ROLE_OPENER = "opener"
 ROLE_MAIN = "main"
 ROLE_ENCORE = "encore"
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ class Show:
         return self.date.toordinal()
 
 
-def _set_role(name: str, index: int, n_sets: int, n_songs: int) -> str:
+def _set_role(name: str, index: int, n_sets: int, n_songs: int, encore: bool = False) -> str:
     lowered = name.strip().lower()
-    if lowered.startswith("encore"):
+    if encore or lowered.startswith("encore"):
         return ROLE_ENCORE
     # Positional sets (Set 1, Set 2, ...): a short last set after others is an encore.
     if n_sets >= 2 and index == n_sets - 1 and n_songs < 3 and lowered.startswith("set"):
@@ -50,10 +51,35 @@ def _set_role(name: str, index: int, n_sets: int, n_songs: int) -> str:
     return ROLE_MAIN
 
 
-def _sets_of(record: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def roles_for_sets(
+    sets: Sequence[tuple[str, bool, Sequence[str]]],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The distinct songs of a show in first-play order and each one's role.
+
+    ``sets`` is ``(name, encore, songs)`` per set in the order played: the JSONL files name their
+    encores ("Encore", or a short last "Set 3"), the catalogue flags them (``SetlistSet.encore``);
+    both map to the same roles. The first song of the main set is the opener; a song played
+    twice keeps its first role.
+    """
+    songs: list[str] = []
+    roles: list[str] = []
+    seen: set[str] = set()
+    for index, (name, encore, keys) in enumerate(sets):
+        role = _set_role(name, index, len(sets), len(keys), encore)
+        for key in keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            songs.append(key)
+            roles.append(ROLE_OPENER if not roles and role == ROLE_MAIN else role)
+    return tuple(songs), tuple(roles)
+
+
+def _sets_of(record: Mapping[str, Any]) -> list[tuple[str, bool, list[str]]]:
     if isinstance(record.get("sets"), list):
         return [
-            (str(s.get("name") or "Set 1"), [str(t) for t in s.get("songs") or []]) for s in record["sets"]
+            (str(s.get("name") or "Set 1"), s.get("encore") is True, [str(t) for t in s.get("songs") or []])
+            for s in record["sets"]
         ]
     if isinstance(record.get("setlist"), list):
         grouped: dict[str, list[str]] = {}
@@ -61,24 +87,13 @@ def _sets_of(record: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
             title = row.get("title") or row.get("song_title") or row.get("song")
             if title:
                 grouped.setdefault(str(row.get("set_name") or "Set 1"), []).append(str(title))
-        return list(grouped.items())
-    return [("Set 1", [str(t) for t in record.get("songs") or []])]
+        return [(name, False, titles) for name, titles in grouped.items()]
+    return [("Set 1", False, [str(t) for t in record.get("songs") or []])]
 
 
 def show_from_record(record: Mapping[str, Any]) -> Show:
     """A :class:`Show` from a JSONL line or a catalogue-shaped show record."""
-    sets = _sets_of(record)
-    songs: list[str] = []
-    roles: list[str] = []
-    seen: set[str] = set()
-    for index, (name, titles) in enumerate(sets):
-        role = _set_role(name, index, len(sets), len(titles))
-        for title in titles:
-            if title in seen:
-                continue
-            seen.add(title)
-            songs.append(title)
-            roles.append(ROLE_OPENER if not roles and role == ROLE_MAIN else role)
+    songs, roles = roles_for_sets(_sets_of(record))
     return Show(
         show_id=str(record.get("show_id") or record.get("id") or ""),
         artist=str(record.get("artist") or record.get("artist_name") or ""),
@@ -87,8 +102,8 @@ def show_from_record(record: Mapping[str, Any]) -> Show:
         city=record.get("city") if isinstance(record.get("city"), str) else None,
         country=record.get("country") if isinstance(record.get("country"), str) else None,
         tour=record.get("tour") if isinstance(record.get("tour"), str) else None,
-        songs=tuple(songs),
-        roles=tuple(roles),
+        songs=songs,
+        roles=roles,
     )
 
 
@@ -124,6 +139,53 @@ class ArtistHistory:
     def prefix(self, n: int) -> ArtistHistory:
         """The history of the first ``n`` shows only (nothing later is reachable from it)."""
         return ArtistHistory.build(self.artist, self.shows[:n])
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact JSON-ready snapshot: songs as indices into ``titles``, roles as one letter
+        each (o, m, e). :meth:`from_json` restores an equal history."""
+        letters = {ROLE_OPENER: "o", ROLE_MAIN: "m", ROLE_ENCORE: "e"}
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "artist": self.artist,
+            "titles": list(self.titles),
+            "shows": [
+                [
+                    show.show_id,
+                    show.date.isoformat(),
+                    show.venue,
+                    show.city,
+                    show.country,
+                    show.tour,
+                    [self.song_ids[song] for song in show.songs],
+                    "".join(letters[role] for role in show.roles),
+                ]
+                for show in self.shows
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ArtistHistory:
+        """The history of a :meth:`to_json` snapshot. Raises ValueError on another format."""
+        if data.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unsupported history snapshot format {data.get('format')!r}")
+        roles = {"o": ROLE_OPENER, "m": ROLE_MAIN, "e": ROLE_ENCORE}
+        artist = str(data["artist"])
+        titles = [str(t) for t in data["titles"]]
+        shows = [
+            Show(
+                show_id=show_id,
+                artist=artist,
+                date=dt.date.fromisoformat(date),
+                venue=venue,
+                city=city,
+                country=country,
+                tour=tour,
+                songs=tuple(titles[i] for i in songs),
+                roles=tuple(roles[letter] for letter in letters),
+            )
+            for show_id, date, venue, city, country, tour, songs, letters in data["shows"]
+        ]
+        return cls.build(artist, shows)
 
 
 def histories_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, ArtistHistory]:

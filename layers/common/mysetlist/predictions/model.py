@@ -9,13 +9,14 @@ module stays cheap.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
 
 import numpy as np
 
-from mysetlist.predictions.features import F, FloatArray
+from mysetlist.predictions.features import F, FloatArray, all_show_features, labels
+from mysetlist.predictions.history import ArtistHistory
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,26 @@ class ModelConfig:
     # Features the learned members ignore (kept at zero).
     excluded_features: tuple[str, ...] = ("log_days_since_show",)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (the light model's header carries it)."""
+        out = asdict(self)
+        out["excluded_features"] = list(self.excluded_features)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """The config of :meth:`as_dict`. Raises ValueError on an unknown field."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        values = dict(data)
+        if "weights" in values:
+            values["weights"] = EnsembleWeights(**values["weights"])
+        if "excluded_features" in values:
+            values["excluded_features"] = tuple(values["excluded_features"])
+        return cls(**values)
+
     def mask(self, X: FloatArray) -> FloatArray:
         if not self.excluded_features:
             return X
@@ -109,57 +130,143 @@ def _logit(p: FloatArray) -> FloatArray:
     return np.asarray(np.log(q / (1 - q)), dtype=np.float64)
 
 
-@dataclass
-class TrainedModel:
+class Scorer(Protocol):
+    """What a prediction needs from a model: :class:`TrainedModel` (scikit-learn, for training
+    and the back-test) and ``light.LightModel`` (numpy only, for serving) both provide it."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def trained_on(self) -> int: ...
+
+    def raw(self, X: FloatArray) -> FloatArray: ...
+
+    def probability(self, raw: FloatArray) -> FloatArray: ...
+
+    def contributions(self, X: FloatArray) -> FloatArray: ...
+
+
+class BlendedModel:
+    """The ensemble's arithmetic, shared by the trained and the light model so both compute the
+    same numbers; a subclass supplies the fitted pieces (:meth:`_platt`, :meth:`_hgb`,
+    :meth:`_logistic`, :meth:`_stack`, :meth:`_isotonic`)."""
+
     config: ModelConfig
-    hgb: Any
-    logistic: Any
-    platt: Any
-    calibrator: Any
-    stacker: Any
-    coef: FloatArray  # the logistic member's coefficients on standardised features
+    trained_on: int
     mean: FloatArray
     scale: FloatArray
-    trained_on: int
+    coef: FloatArray  # the logistic member's coefficients on standardised features
+
+    # ---- the fitted pieces (each returns probabilities; None when absent)
+    def _platt(self, z: FloatArray) -> FloatArray:
+        raise NotImplementedError
+
+    def _hgb(self, X: FloatArray) -> FloatArray | None:
+        raise NotImplementedError
+
+    def _logistic(self, Xs: FloatArray) -> FloatArray | None:
+        raise NotImplementedError
+
+    def _stack(self, z: FloatArray) -> FloatArray | None:
+        raise NotImplementedError
+
+    def _isotonic(self, raw: FloatArray) -> FloatArray | None:
+        raise NotImplementedError
+
+    @property
+    def has_stacker(self) -> bool:
+        raise NotImplementedError
+
+    # ---- the blend
+    def members(self, X: FloatArray) -> list[tuple[float, FloatArray]]:
+        """Each member's fixed weight and probability: the weighted sum (Platt-scaled), the
+        boosted trees, the logistic regression (the last two when trained)."""
+        c = self.config
+        X = c.mask(X)
+        parts = [(c.weighted_weight, self._platt(_logit(weighted_score(X, c.weights))))]
+        hgb = self._hgb(X)
+        if hgb is not None:
+            parts.append((c.hgb_weight, hgb))
+        logistic = self._logistic((X - self.mean) / self.scale)
+        if logistic is not None:
+            parts.append((c.logistic_weight, logistic))
+        return parts
 
     def raw(self, X: FloatArray) -> FloatArray:
         """The blended (uncalibrated) score: ranks the candidates."""
-        parts = self.members(X)
-        if self.stacker is not None:
-            z = np.column_stack([_logit(p) for _, p in parts])
-            return np.asarray(self.stacker.predict_proba(z)[:, 1], dtype=np.float64)
+        return self.blend(self.members(X))
+
+    def blend(self, parts: list[tuple[float, FloatArray]]) -> FloatArray:
+        """The members' probabilities combined: by the stacker when one was learned, else by
+        the fixed weights."""
+        stacked = self._stack(np.column_stack([_logit(p) for _, p in parts]))
+        if stacked is not None:
+            return stacked
         total = sum(w for w, _ in parts) or 1.0
         if self.config.blend == "logit":
             zz = sum(w * _logit(p) for w, p in parts) / total
             return np.asarray(1.0 / (1.0 + np.exp(-zz)), dtype=np.float64)
         return np.asarray(sum(w * p for w, p in parts) / total, dtype=np.float64)
 
-    def members(self, X: FloatArray) -> list[tuple[float, FloatArray]]:
-        """Each member's weight and probability."""
-        c = self.config
-        X = c.mask(X)
-        parts = [
-            (c.weighted_weight, self.platt.predict_proba(_logit(weighted_score(X, c.weights))[:, None])[:, 1])
-        ]
-        if self.hgb is not None:
-            parts.append((c.hgb_weight, self.hgb.predict_proba(X)[:, 1]))
-        if self.logistic is not None:
-            parts.append((c.logistic_weight, self.logistic.predict_proba((X - self.mean) / self.scale)[:, 1]))
-        return parts
-
     def probability(self, raw: FloatArray) -> FloatArray:
         """Calibrated probabilities. With a stacker (itself Platt-calibrated on the held-out slice)
         the isotonic map is averaged with it: isotonic steps alone can put a song at 0 or 1 from
         the few examples of its extreme bin."""
-        if self.calibrator is None:
+        iso = self._isotonic(raw)
+        if iso is None:
             return raw
-        iso = np.clip(np.asarray(self.calibrator.predict(raw), dtype=np.float64), 0.0, 1.0)
-        return np.asarray((iso + raw) / 2, dtype=np.float64) if self.stacker is not None else iso
+        iso = np.clip(iso, 0.0, 1.0)
+        return np.asarray((iso + raw) / 2, dtype=np.float64) if self.has_stacker else iso
 
     def contributions(self, X: FloatArray) -> FloatArray:
         """Per-feature contributions of the logistic member (for the reasons)."""
         X = self.config.mask(X)
         return np.asarray(((X - self.mean) / self.scale) * self.coef, dtype=np.float64)
+
+
+@dataclass
+class TrainedModel(BlendedModel):
+    """A model fitted with scikit-learn (see :func:`train`); ``light.export`` turns it into the
+    numpy-only model that serving loads."""
+
+    config: ModelConfig
+    hgb: Any
+    logistic: Any
+    platt: Any
+    calibrator: Any
+    stacker: Any
+    coef: FloatArray
+    mean: FloatArray
+    scale: FloatArray
+    trained_on: int
+
+    def _platt(self, z: FloatArray) -> FloatArray:
+        return np.asarray(self.platt.predict_proba(z[:, None])[:, 1], dtype=np.float64)
+
+    def _hgb(self, X: FloatArray) -> FloatArray | None:
+        if self.hgb is None:
+            return None
+        return np.asarray(self.hgb.predict_proba(X)[:, 1], dtype=np.float64)
+
+    def _logistic(self, Xs: FloatArray) -> FloatArray | None:
+        if self.logistic is None:
+            return None
+        return np.asarray(self.logistic.predict_proba(Xs)[:, 1], dtype=np.float64)
+
+    def _stack(self, z: FloatArray) -> FloatArray | None:
+        if self.stacker is None:
+            return None
+        return np.asarray(self.stacker.predict_proba(z)[:, 1], dtype=np.float64)
+
+    @property
+    def has_stacker(self) -> bool:
+        return self.stacker is not None
+
+    def _isotonic(self, raw: FloatArray) -> FloatArray | None:
+        if self.calibrator is None:
+            return None
+        return np.asarray(self.calibrator.predict(raw), dtype=np.float64)
 
 
 def _fit_members(
@@ -221,3 +328,25 @@ def train(config: ModelConfig, shows: Sequence[tuple[FloatArray, FloatArray]]) -
                 model.raw(Xc), yc
             )
     return model
+
+
+def training_rows(
+    history: ArtistHistory, config: ModelConfig, upto: int | None = None
+) -> list[tuple[FloatArray, FloatArray]]:
+    """(features, labels) of the shows before ``upto`` (all shows by default) that a model
+    trains on: the last ``max_train_shows`` with at least ``min_songs`` songs."""
+    end = len(history.shows) if upto is None else upto
+    start = max(0, end - config.max_train_shows)
+    features = all_show_features(history, upto=end, start=start)
+    return [
+        (f.X, labels(history, start + i, f.song_ids))
+        for i, f in enumerate(features)
+        if len(history.shows[start + i].songs) >= config.min_songs
+    ]
+
+
+def train_history(history: ArtistHistory, config: ModelConfig | None = None) -> TrainedModel | None:
+    """A model trained on every show of ``history`` (what the nightly trainer stores): None when
+    there is nothing to learn from. Imports scikit-learn."""
+    config = config or ModelConfig()
+    return train(config, training_rows(history, config))

@@ -11,19 +11,21 @@ from typing import Any
 import numpy as np
 
 from mysetlist.predictions.backtest import order_key, rank
-from mysetlist.predictions.features import FEATURE_NAMES, F, FeatureState, FloatArray, ShowFeatures, labels
+from mysetlist.predictions.features import FEATURE_NAMES, F, FeatureState, FloatArray
 from mysetlist.predictions.history import ROLE_ENCORE, ROLE_MAIN, ROLE_OPENER, ArtistHistory, Show
-from mysetlist.predictions.model import ModelConfig, TrainedModel, train
+from mysetlist.predictions.model import ModelConfig, Scorer
 
 DEFAULT_LENGTH = 20
 MIN_LENGTH = 5
 MAX_LENGTH = 50
 MAX_REASONS = 3
+RANKING_LENGTH = 50
 
 
 @dataclass
 class SongPrediction:
-    song: str
+    song_id: str  # the history's song key (the catalogue's song id when served)
+    song: str  # the display title
     probability: float
     position: int
     set: str
@@ -40,6 +42,9 @@ class Prediction:
     expected_correct: float
     shows_before: int
     trained_on_shows: int
+    # The top RANKING_LENGTH song keys by score with their calibrated probability: what a
+    # stored prediction is scored on once the actual setlist arrives (backtest.score_prediction).
+    ranking: list[tuple[str, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,18 +105,18 @@ def reasons_for(x: FloatArray, contributions: FloatArray, t: int, vote_rank: int
     return out
 
 
-def features_before(
-    history: ArtistHistory, show: Show, votes: Mapping[str, float] | None, config: ModelConfig
-) -> tuple[ShowFeatures, list[tuple[FloatArray, FloatArray]]]:
-    """Features for ``show`` played after every show of ``history``, and the training rows."""
+def state_after(history: ArtistHistory) -> FeatureState:
+    """The feature state after every show of ``history`` (cache it to predict several shows of
+    the same history: see :func:`predict_show`'s ``state``)."""
     state = FeatureState(history)
-    rows: list[tuple[FloatArray, FloatArray]] = []
-    for i, earlier in enumerate(history.shows):
-        f = state.features(earlier)
-        if len(earlier.songs) >= config.min_songs:
-            rows.append((f.X, labels(history, i, f.song_ids)))
-        state.absorb(earlier)
-    return state.features(show, votes, config.vote_strength), rows
+    for show in history.shows:
+        state.absorb(show)
+    return state
+
+
+def fallback_scores(X: FloatArray) -> FloatArray:
+    """The score without a model: the song's recency-weighted share of the artist's shows."""
+    return np.clip(X[:, F["decay_h20"]], 0.0, 1.0)
 
 
 def predict_show(
@@ -121,39 +126,57 @@ def predict_show(
     setlist_length: int = DEFAULT_LENGTH,
     votes: Mapping[str, float] | None = None,
     config: ModelConfig | None = None,
-    model: TrainedModel | None = None,
+    model: Scorer | None = None,
+    titles: Mapping[str, str] | None = None,
+    state: FeatureState | None = None,
 ) -> Prediction:
-    """The prediction for ``show`` from ``history`` (which must hold only shows before it)."""
+    """The prediction for ``show`` from ``history`` (which must hold only shows before it).
+
+    Never trains: ``model`` is a trained or light model (see ``model.train_history`` and
+    ``light.export``); without one the songs are ranked by their recency-weighted frequency
+    (:func:`fallback_scores`), uncalibrated. ``votes`` maps song keys to the show's net fan
+    votes; ``titles`` maps song keys to display titles (the key itself otherwise); ``state`` is
+    the feature state after every show of ``history`` when the caller keeps one
+    (:func:`state_after`), saving the walk through the history. Raises ValueError on a length
+    outside 5..50 or a state that does not match the history.
+    """
     if not MIN_LENGTH <= setlist_length <= MAX_LENGTH:
         raise ValueError(f"setlist_length must be {MIN_LENGTH}..{MAX_LENGTH}")
     config = config or (model.config if model else ModelConfig())
-    f, rows = features_before(history, show, votes, config)
-    if model is None:
-        model = train(config, rows)
+    if state is None:
+        state = state_after(history)
+    elif state.t != len(history.shows):
+        raise ValueError(f"the feature state covers {state.t} shows, the history {len(history.shows)}")
+    f = state.features(show, votes, config.vote_strength)
+    trained_on = model.trained_on if model else 0
     if not len(f.song_ids):
-        return Prediction(show.show_id, history.artist, [], 0.0, f.shows_before, 0)
+        return Prediction(show.show_id, history.artist, [], 0.0, f.shows_before, trained_on)
     if model is None:
-        raw = f.X[:, F["decay_h20"]]
-        prob = np.clip(raw, 0.0, 1.0)
+        raw = fallback_scores(f.X)
+        prob = raw
         contributions = np.zeros_like(f.X)
     else:
         raw = model.raw(f.X)
         prob = model.probability(raw)
         contributions = model.contributions(f.X)
-    top = rank(raw, f.X)[:setlist_length]
+    ranked = rank(raw, f.X)
+    top = ranked[:setlist_length]
     order = top[np.argsort(order_key(f.X[top]), kind="stable")]
     has_encores = bool((f.X[:, F["encore_share"]] > 0).any())
+    titles = titles or {}
     songs: list[SongPrediction] = []
     for position, i in enumerate(order, start=1):
         x = f.X[i]
         sid = int(f.song_ids[i])
+        key = history.titles[sid]
         role = ROLE_OPENER if position == 1 else ROLE_MAIN
         if has_encores and x[F["encore_share"]] >= 0.5:
             role = ROLE_ENCORE
         votes_value = float(x[F["votes"]]) / config.vote_strength if config.vote_strength else 0.0
         songs.append(
             SongPrediction(
-                song=history.titles[sid],
+                song_id=key,
+                song=titles.get(key, key),
                 probability=round(float(prob[i]), 4),
                 position=position,
                 set=role,
@@ -162,7 +185,8 @@ def predict_show(
                 reasons=reasons_for(x, contributions[i], f.shows_before, f.vote_rank.get(sid)),
             )
         )
+    ranking = [
+        (history.titles[int(f.song_ids[i])], round(float(prob[i]), 6)) for i in ranked[:RANKING_LENGTH]
+    ]
     expected = round(float(prob[top].sum()), 3)
-    return Prediction(
-        show.show_id, history.artist, songs, expected, f.shows_before, model.trained_on if model else 0
-    )
+    return Prediction(show.show_id, history.artist, songs, expected, f.shows_before, trained_on, ranking)
