@@ -74,6 +74,7 @@ def test_score_prediction_and_bins() -> None:
     assert score["k"] == 3  # distinct songs played
     assert score["hits"] == 2  # a and b among the first three; x was not predicted
     assert score["p_at_k"] == pytest.approx(2 / 3)
+    assert score["expected_hits"] == pytest.approx(0.95 + 0.85 + 0.15)
     prob = np.array([0.95, 0.85, 0.15, 0.05, 1.0])
     y = np.array([1, 1, 0, 0, 0.0])
     assert score["brier"] == pytest.approx(float(np.mean((prob - y) ** 2)))

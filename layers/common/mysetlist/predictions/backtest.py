@@ -81,8 +81,9 @@ def score_prediction(ranking: Sequence[tuple[str, float]], actual: Sequence[str]
 
     ``ranking`` is the prediction's songs by score, best first, with their probability;
     ``actual`` the song keys played. k is the number of distinct songs played; ``hits`` counts
-    them among the first k of the ranking; ``p_at_k`` is hits / k (None when nothing was
-    played); ``brier`` and the calibration ``bins`` are over the ranking's songs (None/empty
+    them among the first k of the ranking and ``expected_hits`` sums those k songs'
+    probabilities (what the model expected to get right); ``p_at_k`` is hits / k (None when
+    nothing was played); ``brier`` and the calibration ``bins`` are over the ranking's songs (None/empty
     bins when the ranking is empty).
     """
     played = set(actual)
@@ -93,6 +94,7 @@ def score_prediction(ranking: Sequence[tuple[str, float]], actual: Sequence[str]
     return {
         "k": k,
         "hits": hits,
+        "expected_hits": float(sum(p for _, p in ranking[:k])),
         "p_at_k": hits / k if k else None,
         "brier": brier(prob, y) if len(y) else None,
         "bins": calibration_bins(prob, y),
