@@ -116,7 +116,10 @@ class PredictedSong(Model):
     historical_frequency: float = Field(
         ge=0, le=1, description="Share of the artist's earlier shows that had the song"
     )
-    trending_score: float = Field(description="Net fan up-votes for the song at this show")
+    trending_score: float = Field(
+        description="Fan votes for the song at this show (net up-votes) relative to the most voted "
+        "song: 1 for the most voted, 0 without votes, negative for net down-votes"
+    )
     reasons: list[str] = Field(description="Short sentences naming what moved the song's score")
 
 
@@ -125,7 +128,7 @@ class PredictionOut(Model):
 
     show_id: str
     artist_id: str
-    show_date: dt.date | None = Field(default=None, description="The show's date")
+    show_date: dt.date = Field(description="The show's date")
     songs: list[PredictedSong] = Field(
         description="Empty when the artist has no earlier setlist to learn from (not enough history)"
     )
@@ -145,7 +148,9 @@ class PredictionOut(Model):
         description="precompute: the hourly job; on_demand: a POST of this route"
     )
     stale: bool = Field(
-        description="The artist's model or the weights changed since: POST with force_refresh for a new one"
+        description="True when a new prediction of the show would use another model or weights version "
+        "(the artist's model was retrained, or the weights changed): the next POST predicts it again. "
+        "After a weights change predictions stay stale until the artist's model is retrained with them."
     )
     shows_before: int = Field(ge=0, description="The artist's earlier shows with a setlist it learnt from")
 
