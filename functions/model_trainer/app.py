@@ -1,0 +1,69 @@
+"""ModelTrainer: the per-artist setlist models (scikit-learn, exported to numpy for serving).
+
+* EventBridge Scheduler, nightly: retrains every artist whose model does not cover its newest
+  setlist with the current weights (the others are skipped), while the time lasts; a run that
+  leaves artists untrained or failed fails, and the next one picks them up.
+* The catalogue's stream (filtered to actual setlists; ReportBatchItemFailures): scores the
+  stored prediction of each show whose setlist arrived, then retrains each touched artist once.
+* Asynchronous ``{"retrain": "all", "reason": ...}`` from ``PATCH /api/ml/predictions``: the
+  weights changed, so no model is current and every artist is retrained.
+
+Metrics: ModelsTrained, PredictionsScored, ModelTrainingFailed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from mysetlist.aws import service_client
+from mysetlist.observability import entrypoint, logger, metrics
+from mysetlist.predictions.service import all_artist_ids, build_pipeline, process_setlist_batch
+from mysetlist.quarantine import SqsQuarantine
+from mysetlist.settings import load_settings
+
+settings = load_settings()
+settings.require("catalog_table", "predictions_table", "model_bucket", "dead_letter_queue_url")
+predictor, trainer = build_pipeline(settings)
+quarantine = SqsQuarantine(
+    service_client("sqs", settings), settings.dead_letter_queue_url, source="ModelTrainer"
+)
+
+
+class TrainingFailed(RuntimeError):
+    """Some artists could not be trained (the error alarm fires; the next run tries again)."""
+
+
+@entrypoint()
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if "Records" in event:
+        batch = process_setlist_batch(event["Records"], predictor, trainer, quarantine)
+        metrics.add_metric(name="PredictionsScored", unit=MetricUnit.Count, value=batch.scored)
+        metrics.add_metric(
+            name="ModelsTrained",
+            unit=MetricUnit.Count,
+            value=sum(1 for o in batch.trained if o.status == "trained"),
+        )
+        logger.info("actual setlists processed", extra={"report": batch.summary()})
+        return batch.response()
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    wanted = event.get("retrain", "all")
+    artists = all_artist_ids(predictor.catalog) if wanted == "all" else [str(a) for a in wanted]
+    report = trainer.train_all(
+        artists, time_left=(lambda: remaining() / 1000) if remaining else (lambda: float("inf"))
+    )
+    summary = report.summary()
+    metrics.add_metric(name="ModelsTrained", unit=MetricUnit.Count, value=report.trained)
+    metrics.add_metric(name="ModelTrainingFailed", unit=MetricUnit.Count, value=len(report.failed))
+    logger.info(
+        "models trained",
+        extra={
+            "report": summary,
+            "reason": event.get("reason"),
+            "scheduled_time": event.get("scheduled_time"),
+        },
+    )
+    if report.failed or report.not_reached:
+        raise TrainingFailed(f"training left artists undone: {summary}")
+    return summary
