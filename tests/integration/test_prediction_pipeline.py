@@ -93,7 +93,7 @@ PAST_DAYS = [FIRST_DATE + dt.timedelta(days=4 * i) for i in range(PAST_SHOWS)]
 def one_training_thread() -> Iterator[None]:
     """Gradient boosting trains with OpenMP threads, which spin for a CPU: on a busy test
     machine (xdist workers, other jobs) one thread trains in seconds where several take minutes."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     with threadpool_limits(limits=1):
         yield
