@@ -9,18 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mysetlist.predictions import backtest
 from mysetlist.predictions.api_models import Timeframe
-from mysetlist.predictions.backtest import brier as song_brier
-from mysetlist.predictions.backtest import ece as song_ece
 from mysetlist.predictions.metrics import (
     NO_MODEL,
-    Bin,
-    ScoreRecord,
-    ece_of,
     summed_bins,
     timeframe_metrics,
     window,
 )
+from mysetlist.predictions.store import ScoreRecord
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
@@ -41,20 +38,45 @@ def score_item(
         bins[b]["sum_p"] += p
         bins[b]["hits"] += y
     hits = sum(played[:top])
-    item = {
+    item: dict[str, Any] = {
         "show_id": f"artist-{show % 3}:2026-10-{show % 28 + 1:02d}-{show}",
         "artist_id": f"artist-{show % 3}",
         "show_date": (scored_at.date() - dt.timedelta(days=1)).isoformat(),
-        "scored_at": scored_at.isoformat(),
         "k": k,
         "hits": hits,
         "p_at_k": hits / k,
         "expected_hits": sum(probs[:top]),
         "brier": float(np.mean([(p - y) ** 2 for p, y in zip(probs, played, strict=True)])),
-        "calibration": bins,
+        "bins": bins,
         "model_version": model,
+        "weights_version": 0,
+        "scored_at": scored_at.isoformat(),
+        "prediction_generated_at": (scored_at - dt.timedelta(days=2)).isoformat(),
+        "source": "precompute",
     }
     return item, probs, played
+
+
+def direct_ece(probs: Any, played: Any) -> float:
+    """|mean probability - hit rate| per bin of [b/10, (b+1)/10), weighted by the bin's songs."""
+    total = 0.0
+    for b in range(10):
+        members = [i for i, p in enumerate(probs) if b / 10 <= p < (b + 1) / 10 or (b == 9 and p == 1.0)]
+        if members:
+            mean_p = sum(probs[i] for i in members) / len(members)
+            rate = sum(played[i] for i in members) / len(members)
+            total += len(members) * abs(mean_p - rate)
+    return total / len(probs)
+
+
+def test_the_api_bins_are_the_models() -> None:
+    from mysetlist.predictions.api_models import CALIBRATION_BINS
+
+    assert CALIBRATION_BINS == backtest.CALIBRATION_BINS
+    # A score's bins as the model makes them are the bins the metrics read.
+    bins = backtest.score_prediction([("a", 0.95), ("b", 0.42), ("c", 0.05)], ["a", "c"])["bins"]
+    assert len(bins) == CALIBRATION_BINS
+    assert [(b["n"], b["hits"]) for b in bins if b["n"]] == [(1, 1), (1, 0), (1, 1)]
 
 
 def test_metrics_match_a_direct_computation_over_the_songs() -> None:
@@ -86,8 +108,8 @@ def test_metrics_match_a_direct_computation_over_the_songs() -> None:
     assert metrics.ranked_songs == len(probs)
     assert metrics.ranked_hits == int(played.sum())
     assert metrics.ranked_expected_hits == pytest.approx(probs.sum(), abs=1e-6)
-    assert metrics.brier == pytest.approx(song_brier(probs, played), abs=1e-6)
-    assert metrics.ece == pytest.approx(song_ece(probs, played), abs=1e-6)
+    assert metrics.brier == pytest.approx(np.mean((probs - played) ** 2), abs=1e-6)
+    assert metrics.ece == pytest.approx(direct_ece(probs, played), abs=1e-6)
     for b, got in enumerate(metrics.calibration):
         members = (np.minimum((probs * 10).astype(int), 9)) == b
         assert (got.p_low, got.p_high) == pytest.approx((b / 10, (b + 1) / 10))
@@ -156,34 +178,22 @@ def test_window_edges_start_inclusive_end_exclusive() -> None:
     assert [p.show_id for p in metrics.data_points] == [at_start["show_id"]]
 
 
-def test_ece_of_calibrated_bins_is_zero_and_of_a_wrong_bin_its_gap() -> None:
-    empty = Bin(0, 0.0, 0)
-    assert ece_of([Bin(4, 2.0, 2)] + [empty] * 9) == 0.0
-    assert ece_of([empty] * 10) is None
-    # One bin of 10 songs at p = 0.9 of which 5 were played: |9 - 5| / 10.
-    assert ece_of([empty] * 9 + [Bin(10, 9.0, 5)]) == pytest.approx(0.4)
-    # Two bins off in opposite directions do not cancel out.
-    assert ece_of([Bin(10, 2.0, 4), Bin(10, 6.0, 4)] + [empty] * 8) == pytest.approx(0.2)
-
-
 def test_summed_bins_add_up_bin_by_bin() -> None:
     records = [ScoreRecord.from_item(score_item(random.Random(s), s, NOW)[0]) for s in range(3)]
     total = summed_bins(records)
     for b in range(10):
-        assert total[b].n == sum(r.bins[b].n for r in records)
-        assert total[b].hits == sum(r.bins[b].hits for r in records)
-        assert total[b].sum_p == pytest.approx(sum(r.bins[b].sum_p for r in records))
+        assert total[b].n == sum(r.bins[b]["n"] for r in records)
+        assert total[b].hits == sum(r.bins[b]["hits"] for r in records)
+        assert total[b].sum_p == pytest.approx(sum(r.bins[b]["sum_p"] for r in records))
 
 
-@pytest.mark.parametrize(
-    ("change", "problem"),
-    [
-        ({"calibration": [{"n": 1, "sum_p": 0.5, "hits": 1}]}, "1 calibration bins"),
-        ({"k": None}, "not a score item"),
-        ({"scored_at": "yesterday"}, "Invalid isoformat"),
-    ],
-)
-def test_a_malformed_score_item_is_refused_by_name(change: dict[str, Any], problem: str) -> None:
-    item = score_item(random.Random(3), 1, NOW)[0] | change
-    with pytest.raises(ValueError, match=problem):
-        ScoreRecord.from_item(item)
+def test_a_score_without_its_10_bins_is_refused_by_name() -> None:
+    item = score_item(random.Random(3), 1, NOW)[0] | {"bins": [{"n": 1, "sum_p": 0.5, "hits": 1}]}
+    with pytest.raises(ValueError, match=f"the score of {item['show_id']} has 1 calibration bins"):
+        timeframe_metrics(
+            [ScoreRecord.from_item(item)],
+            timeframe=Timeframe.DAY,
+            start=NOW - dt.timedelta(days=1),
+            end=NOW + dt.timedelta(seconds=1),
+            current_weights_version=0,
+        )

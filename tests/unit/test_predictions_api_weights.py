@@ -19,12 +19,8 @@ from mysetlist.auth import Caller, Role
 from mysetlist.errors import Conflict, Unavailable
 from mysetlist.predictions.api_models import WEIGHT_NAMES, Weights, WeightsPatch
 from mysetlist.predictions.model import EnsembleWeights
-from mysetlist.predictions.weights import (
-    RETRAIN_REQUEST_FAILED,
-    TrainerTrigger,
-    WeightsVersion,
-    change_weights,
-)
+from mysetlist.predictions.store import WeightsVersion
+from mysetlist.predictions.weights import RETRAIN_REQUEST_FAILED, TrainerTrigger, change_weights
 
 NOW = dt.datetime(2026, 11, 24, 15, 0, tzinfo=dt.UTC)
 ADMIN = Caller("admin-1", frozenset({Role.ADMIN}))
@@ -34,24 +30,37 @@ DEFAULTS = EnsembleWeights().as_dict()
 
 @dataclass
 class FakeWeightsStore:
-    """The weights items in memory, with the store's conditional write."""
+    """The weights items in memory, with the store's conditional write (PredictionsStore.put_weights)."""
 
     versions: list[WeightsVersion] = field(default_factory=list)
     fail_writes: Exception | None = None
     race: WeightsVersion | None = None  # written by "another admin" between read and write
 
     def current_weights(self) -> WeightsVersion:
-        return self.versions[-1] if self.versions else WeightsVersion(0, DEFAULTS)
+        return self.versions[-1] if self.versions else WeightsVersion.defaults()
 
-    def put_weights(self, new: WeightsVersion, *, expected_version: int) -> None:
+    def put_weights(
+        self,
+        weights: Mapping[str, float],
+        *,
+        changed_by: str,
+        note: str | None = None,
+        expected_version: int | None = None,
+        now: dt.datetime | None = None,
+    ) -> tuple[WeightsVersion, int]:
+        seen = self.current_weights().version
+        if expected_version is not None and expected_version != seen:
+            raise Conflict(f"the weights are at version {seen}", details={"current_version": seen})
         if self.race is not None:
             self.versions.append(self.race)
             self.race = None
         if self.fail_writes is not None:
             raise self.fail_writes
-        if self.current_weights().version != expected_version:
-            raise Conflict("the weights changed concurrently")
+        if self.current_weights().version != seen:
+            raise Conflict("the weights were changed by someone else at the same time")
+        new = WeightsVersion(seen + 1, dict(weights), changed_by, now, note)
         self.versions.append(new)
+        return new, seen
 
 
 @dataclass
@@ -128,6 +137,7 @@ def test_the_body_forbids_unknown_fields_and_negative_versions() -> None:
 def test_the_weights_are_the_models_six() -> None:
     assert tuple(EnsembleWeights().as_dict()) == WEIGHT_NAMES
     assert tuple(Weights.model_fields) == WEIGHT_NAMES
+    assert WeightsVersion.defaults().weights == EnsembleWeights().as_dict()
 
 
 # ---------------------------------------------------------------------------------- the write
@@ -157,8 +167,7 @@ def test_a_stale_expected_version_is_a_conflict_and_writes_nothing() -> None:
     store = FakeWeightsStore([WeightsVersion(1, DEFAULTS, "someone", NOW)])
     with pytest.raises(Conflict) as raised:
         change_weights(store, never_invoked(), patch(expected_version=0), ADMIN, NOW)
-    assert raised.value.details == {"current_version": 1, "expected_version": 0}
-    assert "version 1, not 0" in raised.value.message
+    assert raised.value.details["current_version"] == 1
     assert len(store.versions) == 1
 
 

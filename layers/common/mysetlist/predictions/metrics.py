@@ -18,9 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from mysetlist.predictions.api_models import (
     CALIBRATION_BINS,
@@ -30,7 +29,8 @@ from mysetlist.predictions.api_models import (
     Timeframe,
     TimeframeMetrics,
 )
-from mysetlist.timestamps import parse_utc
+from mysetlist.predictions.backtest import ece_from_bins
+from mysetlist.predictions.store import ScoreRecord
 
 WINDOWS: Mapping[Timeframe, dt.timedelta] = {
     Timeframe.DAY: dt.timedelta(days=1),
@@ -45,63 +45,21 @@ DECIMALS = 6
 
 @dataclass(frozen=True, slots=True)
 class Bin:
-    """One calibration bin of a scored ranking: songs whose probability fell in it, the sum of
-    their probabilities, and how many of them were played."""
+    """One calibration bin: songs whose probability fell in it, the sum of their probabilities,
+    and how many of them were played."""
 
     n: int
     sum_p: float
     hits: int
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreRecord:
-    """A SCORE item, as the metrics read it."""
-
-    show_id: str
-    artist_id: str
-    show_date: dt.date
-    scored_at: dt.datetime
-    k: int
-    hits: int
-    p_at_k: float
-    expected_hits: float | None
-    brier: float | None
-    bins: tuple[Bin, ...]
-    model_version: str | None
-
-    @property
-    def ranked(self) -> int:
-        """How many ranked songs were scored (the bins hold each once)."""
-        return sum(b.n for b in self.bins)
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> ScoreRecord:
-        """The record of a SCORE item (``mysetlist.dynamo.from_item`` form). ValueError when a
-        field is missing or malformed, or the bins are not 10."""
-        try:
-            bins = tuple(
-                Bin(int(b["n"]), float(b["sum_p"]), int(b["hits"])) for b in item.get("calibration") or ()
-            )
-            if len(bins) != CALIBRATION_BINS:
-                raise ValueError(f"{len(bins)} calibration bins, not {CALIBRATION_BINS}")
-            expected = item.get("expected_hits")
-            brier = item.get("brier")
-            model_version = item.get("model_version")
-            return cls(
-                show_id=str(item["show_id"]),
-                artist_id=str(item["artist_id"]),
-                show_date=dt.date.fromisoformat(str(item["show_date"])),
-                scored_at=parse_utc(str(item["scored_at"])),
-                k=int(item["k"]),
-                hits=int(item["hits"]),
-                p_at_k=float(item["p_at_k"]),
-                expected_hits=None if expected is None else float(expected),
-                brier=None if brier is None else float(brier),
-                bins=bins,
-                model_version=None if model_version is None else str(model_version),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a score item: {exc!r}") from exc
+def bins_of(record: ScoreRecord) -> list[Bin]:
+    """A score's 10 bins (ValueError naming the show when it holds another number)."""
+    if len(record.bins) != CALIBRATION_BINS:
+        raise ValueError(
+            f"the score of {record.show_id} has {len(record.bins)} calibration bins, not {CALIBRATION_BINS}"
+        )
+    return [Bin(round(b["n"]), float(b["sum_p"]), round(b["hits"])) for b in record.bins]
 
 
 def window(timeframe: Timeframe, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -123,20 +81,11 @@ def summed_bins(records: Iterable[ScoreRecord]) -> list[Bin]:
     sum_p = [0.0] * CALIBRATION_BINS
     hits = [0] * CALIBRATION_BINS
     for record in records:
-        for b, one in enumerate(record.bins):
+        for b, one in enumerate(bins_of(record)):
             n[b] += one.n
             sum_p[b] += one.sum_p
             hits[b] += one.hits
     return [Bin(n[b], sum_p[b], hits[b]) for b in range(CALIBRATION_BINS)]
-
-
-def ece_of(bins: Sequence[Bin]) -> float | None:
-    """Expected calibration error: sum over bins of |mean p - hit rate| weighted by the bin's
-    share of the songs, which is sum |sum_p - hits| / songs. None without songs."""
-    total = sum(b.n for b in bins)
-    if not total:
-        return None
-    return math.fsum(abs(b.sum_p - b.hits) for b in bins) / total
 
 
 def timeframe_metrics(
@@ -157,9 +106,11 @@ def timeframe_metrics(
     )
     bins = summed_bins(scored)
     ranked = sum(b.n for b in bins)
-    brier_weight = sum(r.ranked for r in scored if r.brier is not None)
-    brier_sum = math.fsum(r.brier * r.ranked for r in scored if r.brier is not None)
-    ece = ece_of(bins)
+    # Each show's Brier score is a mean over its ranked songs: weighted by their number, the
+    # result is the mean over every ranked song of the window.
+    sizes = [sum(b.n for b in bins_of(r)) for r in scored]
+    brier_sum = math.fsum(r.brier * size for r, size in zip(scored, sizes, strict=True))
+    ece = ece_from_bins([{"n": b.n, "sum_p": b.sum_p, "hits": b.hits} for b in bins])
     return TimeframeMetrics.model_validate(
         {
             "timeframe": timeframe,
@@ -168,11 +119,11 @@ def timeframe_metrics(
             "shows_scored": len(scored),
             "p_at_k": _ratio(math.fsum(r.p_at_k for r in scored), len(scored)),
             "hits": sum(r.hits for r in scored),
-            "expected_hits": _round(math.fsum(r.expected_hits or 0.0 for r in scored)),
+            "expected_hits": _round(math.fsum(r.expected_hits for r in scored)),
             "ranked_songs": ranked,
             "ranked_hits": sum(b.hits for b in bins),
             "ranked_expected_hits": _round(math.fsum(b.sum_p for b in bins)),
-            "brier": _ratio(brier_sum, brier_weight),
+            "brier": _ratio(brier_sum, sum(sizes)),
             "ece": None if ece is None else _round(ece),
             "calibration": [
                 CalibrationBin(

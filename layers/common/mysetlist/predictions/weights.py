@@ -2,8 +2,8 @@
 
 The change is validated at the edge (:class:`~mysetlist.predictions.api_models.WeightsPatch`:
 all six weights, each finite and 0 to 1, not all zero, no unknown key), checked against the
-model's own rules, then written as version N+1 (a history item and CURRENT in one transaction,
-conditional on CURRENT still being version N: see the store). Nothing is written when any check
+model's own rules, then written as version N+1 by the store (a history item and CURRENT in one
+transaction, conditional on CURRENT still being version N). Nothing is written when any check
 fails.
 
 Invalidation needs no write of its own: every stored prediction carries the weights version it
@@ -19,60 +19,49 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mysetlist.auth import Caller
-from mysetlist.errors import Conflict, Unprocessable
+from mysetlist.errors import Unprocessable
 from mysetlist.observability import logger
 from mysetlist.predictions.api_models import Weights, WeightsOut, WeightsPatch
 from mysetlist.predictions.model import EnsembleWeights
+from mysetlist.predictions.store import WeightsVersion
 from mysetlist.ratelimit import emit_metric
 
 # The metric counted when the trainer could not be asked to retrain (the nightly run catches up).
 RETRAIN_REQUEST_FAILED = "RetrainRequestFailed"
 
 
-@dataclass(frozen=True, slots=True)
-class WeightsVersion:
-    """One version of the weights: 0 is the defaults, never written."""
+class WeightsWriter(Protocol):
+    """The store's versioned write (:meth:`PredictionsStore.put_weights`)."""
 
-    version: int
-    weights: Mapping[str, float]
-    changed_by: str | None = None
-    changed_at: dt.datetime | None = None
-    note: str | None = None
-
-
-class WeightsStore(Protocol):
-    """Where the versions live (the PredictionsTable's ``CONFIG#weights`` items)."""
-
-    def current_weights(self) -> WeightsVersion:
-        """The current version (version 0 with the defaults when none was ever written)."""
+    def put_weights(
+        self,
+        weights: Mapping[str, float],
+        *,
+        changed_by: str,
+        note: str | None = None,
+        expected_version: int | None = None,
+        now: dt.datetime | None = None,
+    ) -> tuple[WeightsVersion, int]:
+        """Write the next version if ``expected_version`` (when given) is current and no other
+        change wins the race; :class:`~mysetlist.errors.Conflict` otherwise (nothing written).
+        Returns the new version and the previous version's number."""
         ...
-
-    def put_weights(self, new: WeightsVersion, *, expected_version: int) -> None:
-        """Write ``new`` as current if the current version is still ``expected_version``;
-        :class:`~mysetlist.errors.Conflict` otherwise (nothing written)."""
-        ...
-
-
-class Invoker(Protocol):
-    """The part of a boto3 Lambda client the trigger uses."""
-
-    def invoke(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
 
 class TrainerTrigger:
     """Asks the ModelTrainer function to retrain every artist, without waiting for it.
 
-    ``function_name`` empty: no trainer is configured (the local stack without one); the
+    ``client`` returns the container's Lambda client (created on first use). ``function_name``
+    empty: no trainer is configured (the local stack without one); the
     request is then not sent and reported as not made.
     """
 
     def __init__(
         self,
-        client: Callable[[], Invoker],
+        client: Callable[[], Any],
         function_name: str,
         *,
         emit: Callable[[str, Mapping[str, str]], None] = emit_metric,
@@ -122,7 +111,7 @@ def check_model_accepts(weights: Weights) -> EnsembleWeights:
 
 
 def change_weights(
-    store: WeightsStore,
+    store: WeightsWriter,
     trainer: TrainerTrigger,
     patch: WeightsPatch,
     caller: Caller,
@@ -130,38 +119,30 @@ def change_weights(
 ) -> WeightsOut:
     """Write ``patch`` as the next version of the weights, then ask for a retrain.
 
-    Raises :class:`Conflict` (409) when ``patch.expected_version`` is given and is not the
-    current version, or when another change is written between the read and the write; and
-    what the store raises when the table cannot be read or written (503): in every such case
-    nothing was written and the trainer was not asked.
+    Raises :class:`~mysetlist.errors.Conflict` (409) when ``patch.expected_version`` is given
+    and is not the current version, or when another change is written at the same time; and
+    :class:`~mysetlist.errors.Unavailable` (503) when the table cannot be read or written. In
+    every such case nothing was written and the trainer was not asked.
     """
     check_model_accepts(patch.weights)
-    current = store.current_weights()
-    if patch.expected_version is not None and patch.expected_version != current.version:
-        raise Conflict(
-            f"the weights are at version {current.version}, not {patch.expected_version}: another change "
-            "came first; read them again and decide whether yours still applies",
-            details={"current_version": current.version, "expected_version": patch.expected_version},
-        )
-    new = WeightsVersion(
-        version=current.version + 1,
-        weights=patch.weights.as_dict(),
+    new, previous = store.put_weights(
+        patch.weights.as_dict(),
         changed_by=caller.user_id,
-        changed_at=now,
         note=patch.note,
+        expected_version=patch.expected_version,
+        now=now,
     )
-    store.put_weights(new, expected_version=current.version)
     logger.info(
         "weights changed",
-        extra={"version": new.version, "previous_version": current.version, "changed_by": caller.user_id},
+        extra={"version": new.version, "previous_version": previous, "changed_by": caller.user_id},
     )
     requested = trainer.retrain_all(f"weights v{new.version}")
     return WeightsOut(
         version=new.version,
-        weights=patch.weights,
+        weights=Weights.model_validate(new.weights),
         changed_by=caller.user_id,
         changed_at=now,
-        previous_version=current.version,
-        note=patch.note,
+        previous_version=previous,
+        note=new.note,
         retrain_requested=requested,
     )
