@@ -48,7 +48,8 @@ define compile_bytecode
 	$(PYTHON) -m compileall -q -f -j 0 --invalidation-mode unchecked-hash -s "$(1)" -p $(2) "$(1)"
 endef
 
-# Removes the named distributions (files listed in their RECORD, then the dist-info) if present.
+# Removes the named distributions (files listed in their RECORD, then the dist-info) if present:
+# those the Lambda runtime provides, or (MlLayer) numpy, which the NumpyLayer provides.
 define STRIP_RUNTIME_PROVIDED
 import csv, pathlib, shutil, sys
 site = pathlib.Path(sys.argv[1])
@@ -66,6 +67,6 @@ for info in site.glob("*.dist-info"):
         while folder != site.resolve() and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
             folder = folder.parent
-    print("removed (the runtime provides it):", info.name)
+    print("removed (provided by the runtime or another layer):", info.name)
 endef
 export STRIP_RUNTIME_PROVIDED

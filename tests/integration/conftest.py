@@ -136,6 +136,7 @@ def aws(issuer: Issuer, valkey: LocalValkey) -> Iterator[dict[str, str]]:
         os.environ.update(
             {
                 "PLATFORM_TABLE": tables["PlatformTable"],
+                "PREDICTIONS_TABLE": tables["PredictionsTable"],
                 "MODEL_BUCKET": bucket,
                 "ALERT_TOPIC_ARN": topic_arn,
                 "DEAD_LETTER_QUEUE_URL": queues["VoteProcessorDLQ"],

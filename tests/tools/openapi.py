@@ -32,6 +32,8 @@ PLACEHOLDER_ENVIRONMENT = {
     "TALLIES_TABLE": "openapi-tallies",
     "USERS_TABLE": "openapi-users",
     "PLATFORM_TABLE": "openapi-platform",
+    "PREDICTIONS_TABLE": "openapi-predictions",
+    "MODEL_BUCKET": "openapi-models",
     "JWT_ISSUER": "https://issuer.invalid/openapi",
     "JWT_AUDIENCE": "openapi",
     "AWS_REGION": "us-east-1",

@@ -5,15 +5,26 @@ their schedules and alarms. Read from the template itself (tests/support/templat
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from mysetlist.keys import ACTUAL_SETLIST_SK
 from tests.local_stack.scheduler import parse_schedule, scheduled_event
 from tests.support.template import TEMPLATE_PATH, Template, default_template
 
-CACHE_USERS = ("CatalogApi", "VotesApi", "VoteProcessor", "HealthApi", "HealthCheck", "CacheWarmer")
+CACHE_USERS = (
+    "CatalogApi",
+    "VotesApi",
+    "VoteProcessor",
+    "HealthApi",
+    "HealthCheck",
+    "CacheWarmer",
+    "PredictionsApi",
+    "PredictionPrecompute",
+)
 VPC_RESOURCES = (
     "FunctionSecurityGroup",
     "FunctionToCacheEgress",
@@ -129,7 +140,7 @@ def test_valkey_users_without_encrypted_values_join_the_vpc_without_the_data_key
 def test_functions_that_do_not_cache_stay_out_of_the_vpc_and_the_cache() -> None:
     template = default_template()
     others = set(template.functions) - set(CACHE_USERS) - set(VALKEY_ONLY)
-    assert others == {"UserProfileSync", "LiveUpdates"}
+    assert others == {"UserProfileSync", "LiveUpdates", "ModelTrainer"}
     for function_id in others:
         assert "VpcConfig" not in _resource(function_id)["Properties"]
         assert "CACHE_URL" not in template.functions[function_id].environment
@@ -206,7 +217,14 @@ def test_health_routes_are_anonymous_for_get_and_need_a_token_for_post() -> None
 
 def test_health_check_and_cache_warmer_run_on_scheduler_schedules() -> None:
     schedules = {s.function_id: s for s in default_template().schedules}
-    assert set(schedules) == {"HealthCheck", "CacheWarmer", "TallyReconciler", "FraudSweeper"}
+    assert set(schedules) == {
+        "HealthCheck",
+        "CacheWarmer",
+        "TallyReconciler",
+        "FraudSweeper",
+        "PredictionPrecompute",
+        "ModelTrainer",
+    }
     check, warmer = schedules["HealthCheck"], schedules["CacheWarmer"]
     assert (check.kind, check.expression, check.name) == (
         "ScheduleV2",
@@ -329,3 +347,42 @@ def test_the_votes_bus_is_archived_and_only_the_vote_processor_publishes_to_it()
         "VoteProcessor": [{"EventBusName": {"Ref": "VoteEventsBus"}}]
     }
     assert not any("events:PutEvents" in _actions(s) for f in template.functions for s in _statements(f))
+
+
+def _layers(function_id: str) -> list[str]:
+    return [layer["Ref"] for layer in default_template().document["Globals"]["Function"]["Layers"]] + [
+        layer["Ref"] for layer in _resource(function_id)["Properties"].get("Layers", [])
+    ]
+
+
+def test_only_the_trainer_carries_scikit_learn_and_serving_gets_numpy() -> None:
+    template = default_template()
+    with_ml = {fid for fid in template.functions if "MlLayer" in _layers(fid)}
+    with_numpy = {fid for fid in template.functions if "NumpyLayer" in _layers(fid)}
+    assert with_ml == {"ModelTrainer"}
+    assert with_numpy == {"ModelTrainer", "PredictionsApi", "PredictionPrecompute"}
+    assert _layers("ModelTrainer") == ["CommonLayer", "NumpyLayer", "MlLayer"]
+
+
+def test_the_trainer_reads_only_actual_setlists_from_the_catalogue_stream() -> None:
+    assert _resource("CatalogTable")["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    (mapping,) = [m for m in default_template().stream_mappings if m.function_id == "ModelTrainer"]
+    assert mapping.table_id == "CatalogTable"
+    assert mapping.report_batch_item_failures
+    assert mapping.on_failure_queue_id == "ModelTrainerDLQ"
+    (pattern,) = mapping.filter_criteria["Filters"]
+    assert json.loads(pattern["Pattern"]) == {
+        "eventName": ["INSERT", "MODIFY"],
+        "dynamodb": {"Keys": {"SK": {"S": [ACTUAL_SETLIST_SK]}}},
+    }
+
+
+def test_predictions_table_expires_predictions_and_the_routes_are_signed_in() -> None:
+    props = _resource("PredictionsTable")["Properties"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert [i["IndexName"] for i in props["GlobalSecondaryIndexes"]] == ["GSI1"]
+    routes = {(r.method, r.path): r for r in default_template().routes}
+    for method in ("POST", "GET", "PATCH"):
+        route = routes[(method, "/api/ml/predictions")]
+        assert route.function_id == "PredictionsApi"
+        assert route.auth_required

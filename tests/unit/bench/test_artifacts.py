@@ -140,3 +140,13 @@ def test_build_check_names_missing_or_stale_bytecode_and_foreign_code(tmp_path: 
     assert any(p.startswith("plain.py: no ") for p in problems)
     assert any("stamped.py: bytecode is timestamp" in p for p in problems)
     assert any("native code for x86_64, not aarch64" in p for p in problems)
+
+
+def test_build_check_skips_bytecode_of_source_only_layers_but_not_their_native_code(tmp_path: Path) -> None:
+    _module(tmp_path, "plain", None)
+    (tmp_path / "native.cpython-312-x86_64-linux-gnu.so").write_bytes(_elf(62))
+
+    report = check_artifact("MlLayer", tmp_path, "aarch64")
+
+    assert report.bytecode is False
+    assert report.problems == ["native.cpython-312-x86_64-linux-gnu.so: native code for x86_64, not aarch64"]

@@ -175,7 +175,7 @@ def test_routes_know_which_need_a_token() -> None:
 
 
 def test_stream_mapping_settings_come_from_the_event() -> None:
-    (mapping,) = default_template().stream_mappings
+    (mapping,) = [m for m in default_template().stream_mappings if m.function_id == "VoteProcessor"]
     assert (mapping.function_id, mapping.table_id) == ("VoteProcessor", "VotesTable")
     assert mapping.batch_size == 100
     assert mapping.batching_window_seconds == 1.0
