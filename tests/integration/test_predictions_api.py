@@ -709,10 +709,19 @@ def test_the_canonical_events(predictions_api: Any, catalog: CatalogStore, store
 
 
 def test_with_a_trained_model_a_weights_change_leaves_predictions_stale_until_the_retrain(
-    predictions_api: Any, catalog: CatalogStore, store: PredictionsStore, settings: Any
+    predictions_api: Any,
+    catalog: CatalogStore,
+    store: PredictionsStore,
+    settings: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
     from mysetlist.predictions.service import build_pipeline
 
+    # One OpenMP thread: on a busy machine several spin for the CPU and training takes minutes.
+    limits = threadpool_limits(limits=1)
+    request.addfinalizer(limits.restore_original_limits)
     _, trainer = build_pipeline(settings)
     assert trainer.train_artist(ARTIST_ID, force=True).status == "trained"
     first = store.model_pointer(ARTIST_ID, consistent=True)
