@@ -15,6 +15,7 @@ from mysetlist.predictions.history import (
     Show,
     roles_for_sets,
     show_from_record,
+    show_parts,
 )
 
 
@@ -50,6 +51,7 @@ def test_snapshot_round_trip() -> None:
     assert restored == history
     assert restored.titles == ["y", "w", "x", "z", "q"]
     assert restored.shows[1].roles == (ROLE_OPENER, ROLE_MAIN, ROLE_ENCORE)
+    assert restored.shows[1].slots == ("set 1", "set 1", "encore")
     assert restored.shows[1].venue == "Hall"
     assert restored.shows[1].tour == "T1"
     # Compact: each title once, songs as indices.
@@ -81,6 +83,8 @@ def test_catalogue_sets_map_to_the_same_roles_as_the_files() -> None:
         [("Set 1", False, ["a", "b"]), ("Set 2", False, ["c", "a", "d"]), ("Bis", True, ["e"])]
     )
     assert songs == from_file.songs == ("a", "b", "c", "d", "e")
+    assert from_file.slots == ("set 1", "set 1", "set 2", "set 2", "set 3")
+    assert show_parts([("  Surprise   Songs ", False, ["x"])]).slots == ("surprise songs",)
     assert roles == from_file.roles == (ROLE_OPENER, ROLE_MAIN, ROLE_MAIN, ROLE_MAIN, ROLE_ENCORE)
     show = Show("s", "A", from_file.date, songs=songs, roles=roles)
     assert show.roles[-1] == ROLE_ENCORE

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROLE_OPENER = "opener"
 ROLE_MAIN = "main"
@@ -35,6 +35,9 @@ class Show:
     tour: str | None = None
     songs: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
+    # Per song, the name of the set it was played in (lower case), when known: where in the
+    # show it was placed, which the features relate to how often the artist repeats a song.
+    slots: tuple[str, ...] = ()
 
     @property
     def ordinal(self) -> int:
@@ -51,28 +54,46 @@ def _set_role(name: str, index: int, n_sets: int, n_songs: int, encore: bool = F
     return ROLE_MAIN
 
 
-def roles_for_sets(
-    sets: Sequence[tuple[str, bool, Sequence[str]]],
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The distinct songs of a show in first-play order and each one's role.
+class ShowParts(NamedTuple):
+    """A show's distinct songs in first-play order, each one's role and its set's name."""
+
+    songs: tuple[str, ...]
+    roles: tuple[str, ...]
+    slots: tuple[str, ...]
+
+
+def show_parts(sets: Sequence[tuple[str, bool, Sequence[str]]]) -> ShowParts:
+    """The distinct songs of a show in first-play order, each one's role and set name.
 
     ``sets`` is ``(name, encore, songs)`` per set in the order played: the JSONL files name their
     encores ("Encore", or a short last "Set 3"), the catalogue flags them (``SetlistSet.encore``);
     both map to the same roles. The first song of the main set is the opener; a song played
-    twice keeps its first role.
+    twice keeps its first role and set. ``Show(..., **show_parts(sets)._asdict())``.
     """
     songs: list[str] = []
     roles: list[str] = []
+    slots: list[str] = []
     seen: set[str] = set()
     for index, (name, encore, keys) in enumerate(sets):
         role = _set_role(name, index, len(sets), len(keys), encore)
+        slot = " ".join(name.lower().split()) or role
         for key in keys:
             if key in seen:
                 continue
             seen.add(key)
             songs.append(key)
             roles.append(ROLE_OPENER if not roles and role == ROLE_MAIN else role)
-    return tuple(songs), tuple(roles)
+            slots.append(slot)
+    return ShowParts(tuple(songs), tuple(roles), tuple(slots))
+
+
+def roles_for_sets(
+    sets: Sequence[tuple[str, bool, Sequence[str]]],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The distinct songs of a show in first-play order and each one's role (see
+    :func:`show_parts`, which also gives each song's set name)."""
+    parts = show_parts(sets)
+    return parts.songs, parts.roles
 
 
 def _sets_of(record: Mapping[str, Any]) -> list[tuple[str, bool, list[str]]]:
@@ -93,7 +114,7 @@ def _sets_of(record: Mapping[str, Any]) -> list[tuple[str, bool, list[str]]]:
 
 def show_from_record(record: Mapping[str, Any]) -> Show:
     """A :class:`Show` from a JSONL line or a catalogue-shaped show record."""
-    songs, roles = roles_for_sets(_sets_of(record))
+    parts = show_parts(_sets_of(record))
     return Show(
         show_id=str(record.get("show_id") or record.get("id") or ""),
         artist=str(record.get("artist") or record.get("artist_name") or ""),
@@ -102,8 +123,9 @@ def show_from_record(record: Mapping[str, Any]) -> Show:
         city=record.get("city") if isinstance(record.get("city"), str) else None,
         country=record.get("country") if isinstance(record.get("country"), str) else None,
         tour=record.get("tour") if isinstance(record.get("tour"), str) else None,
-        songs=songs,
-        roles=roles,
+        songs=parts.songs,
+        roles=parts.roles,
+        slots=parts.slots,
     )
 
 
@@ -144,10 +166,15 @@ class ArtistHistory:
         """A compact JSON-ready snapshot: songs as indices into ``titles``, roles as one letter
         each (o, m, e). :meth:`from_json` restores an equal history."""
         letters = {ROLE_OPENER: "o", ROLE_MAIN: "m", ROLE_ENCORE: "e"}
+        slot_names: dict[str, int] = {}
+        for show in self.shows:
+            for slot in show.slots:
+                slot_names.setdefault(slot, len(slot_names))
         return {
             "format": SNAPSHOT_FORMAT,
             "artist": self.artist,
             "titles": list(self.titles),
+            "slots": list(slot_names),
             "shows": [
                 [
                     show.show_id,
@@ -158,6 +185,7 @@ class ArtistHistory:
                     show.tour,
                     [self.song_ids[song] for song in show.songs],
                     "".join(letters[role] for role in show.roles),
+                    [slot_names[slot] for slot in show.slots],
                 ]
                 for show in self.shows
             ],
@@ -171,6 +199,7 @@ class ArtistHistory:
         roles = {"o": ROLE_OPENER, "m": ROLE_MAIN, "e": ROLE_ENCORE}
         artist = str(data["artist"])
         titles = [str(t) for t in data["titles"]]
+        slot_names = [str(s) for s in data.get("slots") or []]
         shows = [
             Show(
                 show_id=show_id,
@@ -182,8 +211,9 @@ class ArtistHistory:
                 tour=tour,
                 songs=tuple(titles[i] for i in songs),
                 roles=tuple(roles[letter] for letter in letters),
+                slots=tuple(slot_names[i] for i in slots),
             )
-            for show_id, date, venue, city, country, tour, songs, letters in data["shows"]
+            for show_id, date, venue, city, country, tour, songs, letters, slots in data["shows"]
         ]
         return cls.build(artist, shows)
 

@@ -28,7 +28,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
-    return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+    with np.errstate(over="ignore"):  # exp(-z) = inf for a very negative z: the result is 0.0
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mysetlist.predictions.features import F, FloatArray, all_show_features, labels
+from mysetlist.predictions.features import FEATURE_NAMES, F, FloatArray, all_show_features, labels
 from mysetlist.predictions.history import ArtistHistory
 
 
@@ -72,6 +72,11 @@ class ModelConfig:
     hgb_max_leaf_nodes: int = 15
     hgb_min_samples_leaf: int = 40
     hgb_l2: float = 0.0
+    # Features the trees may only respond to upwards (monotonic constraints): the artist's own
+    # replay rates, for songs at this gap and for songs placed where this one last was. Without
+    # the constraint the trees learn accidents of small samples (a song gone for 50 shows
+    # scored like a regular because a handful of earlier comebacks shared its other values).
+    hgb_increasing: tuple[str, ...] = ("gap_rate", "slot_repeat")
     vote_strength: float = 1.0
     seed: int = 0
     # Features the learned members ignore (kept at zero).
@@ -81,6 +86,7 @@ class ModelConfig:
         """JSON-ready (the light model's header carries it)."""
         out = asdict(self)
         out["excluded_features"] = list(self.excluded_features)
+        out["hgb_increasing"] = list(self.hgb_increasing)
         return out
 
     @classmethod
@@ -93,8 +99,9 @@ class ModelConfig:
         values = dict(data)
         if "weights" in values:
             values["weights"] = EnsembleWeights(**values["weights"])
-        if "excluded_features" in values:
-            values["excluded_features"] = tuple(values["excluded_features"])
+        for name in ("excluded_features", "hgb_increasing"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def mask(self, X: FloatArray) -> FloatArray:
@@ -288,6 +295,9 @@ def _fit_members(
             min_samples_leaf=config.hgb_min_samples_leaf,
             l2_regularization=config.hgb_l2,
             early_stopping=False,
+            monotonic_cst=[1 if name in config.hgb_increasing else 0 for name in FEATURE_NAMES]
+            if config.hgb_increasing
+            else None,
             random_state=config.seed,
         ).fit(X, y)
     if config.logistic_weight > 0:

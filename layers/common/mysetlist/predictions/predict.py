@@ -108,10 +108,7 @@ def reasons_for(x: FloatArray, contributions: FloatArray, t: int, vote_rank: int
 def state_after(history: ArtistHistory) -> FeatureState:
     """The feature state after every show of ``history`` (cache it to predict several shows of
     the same history: see :func:`predict_show`'s ``state``)."""
-    state = FeatureState(history)
-    for show in history.shows:
-        state.absorb(show)
-    return state
+    return FeatureState.after(history.shows)
 
 
 def fallback_scores(X: FloatArray) -> FloatArray:
