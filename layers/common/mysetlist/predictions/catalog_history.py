@@ -22,7 +22,7 @@ from mysetlist.catalog_store import CatalogStore, setlist_from_item, show_from_i
 from mysetlist.dynamo import from_item, to_item, unavailable_on_throttle
 from mysetlist.models import Setlist
 from mysetlist.models import Show as CatalogShow
-from mysetlist.predictions.history import ArtistHistory, Show, roles_for_sets
+from mysetlist.predictions.history import ArtistHistory, Show, show_parts
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -89,7 +89,7 @@ def history_show(
     country: str | None,
 ) -> Show:
     """A history :class:`Show` from the catalogue's setlist and show (song keys are song ids)."""
-    songs, roles = roles_for_sets([(s.name, s.encore, [e.song_id for e in s.songs]) for s in setlist.sets])
+    parts = show_parts([(s.name, s.encore, [e.song_id for e in s.songs]) for s in setlist.sets])
     return Show(
         show_id=setlist.show_id,
         artist=artist_id,
@@ -98,8 +98,9 @@ def history_show(
         city=city,
         country=country,
         tour=show.tour if show else None,
-        songs=songs,
-        roles=roles,
+        songs=parts.songs,
+        roles=parts.roles,
+        slots=parts.slots,
     )
 
 
