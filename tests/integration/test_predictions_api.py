@@ -575,9 +575,24 @@ def test_without_a_verified_token_every_route_is_a_401(predictions_api: Any, eve
     assert response["headers"]["www-authenticate"] == "Bearer"
 
 
+class FrozenClock:
+    """A clock that stands still: a bucket refills only when a test moves it (a request every 6
+    seconds refills ``predictions.request``, and a busy test machine can take that long)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_the_budget_allows_10_requests_a_minute_per_user_across_the_routes(
     predictions_api: Any, catalog: CatalogStore
 ) -> None:
+    from mysetlist import ratelimit
+
+    clock = FrozenClock()
+    ratelimit.use_limiter(ratelimit.RateLimiter(client=lambda: None, clock=clock))  # the fixture restores it
     fan = user()
     statuses = [get(predictions_api, fan, timeframe="day")[0] for _ in range(6)]
     statuses += [post(predictions_api, {"show_id": UPCOMING}, fan)[0] for _ in range(4)]
@@ -586,7 +601,7 @@ def test_the_budget_allows_10_requests_a_minute_per_user_across_the_routes(
         http_event(f"POST {ROUTE}", body={"show_id": UPCOMING}, claims=fan), LambdaContext()
     )
     assert response["statusCode"] == 429
-    assert int(response["headers"]["retry-after"]) >= 1
+    assert int(response["headers"]["retry-after"]) == 6  # one request every 6 seconds
     assert response["headers"]["ratelimit-policy"] == "10;w=60"
     body = json.loads(response["body"])
     assert body["error"]["code"] == "rate_limited"
@@ -594,10 +609,33 @@ def test_the_budget_allows_10_requests_a_minute_per_user_across_the_routes(
     assert "10 per 60 seconds" in body["error"]["message"]
     assert get(predictions_api, fan, timeframe="day")[0] == 429
     assert get(predictions_api, user(), timeframe="day")[0] == 200  # another user's budget is whole
-    # An admin's PATCH draws on the same budget.
+    # An admin's PATCH draws on the same budget; a 403 costs nothing.
     admin = user(*ADMIN_GROUPS)
     assert [get(predictions_api, admin, timeframe="day")[0] for _ in range(10)] == [200] * 10
     assert patch(predictions_api, {"weights": WEIGHTS}, admin)[0] == 429
+    fan_two = user()
+    assert [patch(predictions_api, {"weights": WEIGHTS}, fan_two)[0] for _ in range(12)] == [403] * 12
+    assert get(predictions_api, fan_two, timeframe="day")[0] == 200
+    # Six seconds later the fan may send one more, and only one.
+    clock.now += 6
+    assert [get(predictions_api, fan, timeframe="day")[0] for _ in range(2)] == [200, 429]
+
+
+def test_the_budget_is_shared_in_valkey(predictions_api: Any) -> None:
+    """The same budget through Valkey (the containers' shared buckets), over a day instead of a
+    minute so that no refill lands while the test runs."""
+    from mysetlist import ratelimit
+    from mysetlist.settings import load_settings
+
+    daily = load_settings().model_copy(update={"rate_limit_overrides": '{"predictions.request": "10/86400"}'})
+    limiter = ratelimit.RateLimiter.from_settings(daily)
+    ratelimit.use_limiter(limiter)  # the fixture restores it
+    fan = user()
+    statuses = [get(predictions_api, fan, timeframe="day")[0] for _ in range(11)]
+    assert statuses == [200] * 10 + [429]
+    # A new container's limiter (no local state) sees the same bucket.
+    ratelimit.use_limiter(ratelimit.RateLimiter.from_settings(daily))
+    assert get(predictions_api, fan, timeframe="day")[0] == 429
 
 
 # ---------------------------------------------------------------------------------- degradation
@@ -645,6 +683,17 @@ def test_a_throttled_table_is_a_503_and_the_weights_are_unchanged(
     assert body["error"]["details"]["retryable"] is True
 
 
+def test_a_throttled_catalogue_is_a_503_for_a_prediction_and_nothing_is_stored(
+    predictions_api: Any, catalog: CatalogStore, store: PredictionsStore
+) -> None:
+    before = store.get_prediction(RECENT, consistent=True)
+    with throttled("GetItem"):
+        status, body = post(predictions_api, {"show_id": RECENT, "force_refresh": True})
+    assert status == 503, body
+    assert body["error"]["code"] == "unavailable"
+    assert store.get_prediction(RECENT, consistent=True) == before
+
+
 def test_with_valkey_down_the_routes_answer_and_the_budget_holds_per_container(
     predictions_api: Any, tmp_path: Path
 ) -> None:
@@ -655,10 +704,12 @@ def test_with_valkey_down_the_routes_answer_and_the_budget_holds_per_container(
     with running_valkey(tmp_path / "valkey") as server:
         url = server.url
     dead = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)  # stopped now
-    ratelimit.use_limiter(ratelimit.RateLimiter(client=lambda: dead))  # the fixture restores it
+    limiter = ratelimit.RateLimiter(client=lambda: dead, clock=FrozenClock())
+    ratelimit.use_limiter(limiter)  # the fixture restores it
     fan = user()
     statuses = [get(predictions_api, fan, timeframe="day")[0] for _ in range(11)]
     assert statuses == [200] * 10 + [429]
+    assert len(limiter.local) == 1  # decided by this container's own bucket
 
 
 def test_an_open_circuit_is_a_503_with_retry_after(
