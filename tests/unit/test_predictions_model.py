@@ -14,9 +14,8 @@ from mysetlist.predictions.backtest import (
     merge_bins,
     score_prediction,
 )
-from mysetlist.predictions.features import FEATURE_NAMES, F
+from mysetlist.predictions.features import FEATURE_NAMES
 from mysetlist.predictions.model import EnsembleWeights, family_scores, weighted_score
-from mysetlist.predictions.predict import reasons_for
 
 
 def test_ece_perfect_and_biased() -> None:
@@ -48,24 +47,6 @@ def test_every_named_weight_is_used() -> None:
     assert set(family_scores(X)) == set(EnsembleWeights().as_dict())
     with pytest.raises(ValueError, match="weights"):
         EnsembleWeights(artist=-1.0)
-
-
-def test_reasons_text() -> None:
-    x = np.zeros(len(FEATURE_NAMES))
-    x[F["rate_10"]] = 0.9
-    x[F["log_gap"]] = np.log1p(4)
-    contributions = np.zeros(len(FEATURE_NAMES))
-    contributions[F["rate_10"]] = 2.0
-    contributions[F["log_gap"]] = -1.0
-    assert (
-        reasons_for(x, contributions, t=100)
-        == [
-            "Played in 9 of the last 10 shows",
-            "Not played in the last 3 shows",
-            "Played in 0 of 100 shows (0%)",
-        ][: len(reasons_for(x, contributions, t=100))]
-    )
-    assert reasons_for(x, contributions, t=100, vote_rank=2)[0] == "Fans voted it #2 for this show"
 
 
 def test_score_prediction_and_bins() -> None:

@@ -100,6 +100,39 @@ _BUCKET_OF_GAP = np.searchsorted(GAP_EDGES, np.arange(GAP_EDGES[-1]), side="righ
 _PER_SONG = ("count", "first", "last", "last_day", "pos_sum", "encore", "opener", "last_slot")
 
 
+@dataclass(frozen=True)
+class SongFacts:
+    """Plain counts about one candidate song as of a show, for the reasons (each sentence is
+    built from these, so it is literally true of the history)."""
+
+    shows: int  # the artist's shows so far
+    plays: int  # this song's
+    last_ago: int  # shows since its last play: 1 = the previous show
+    first_ago: int  # shows since its first play
+    window_plays: dict[int, int]  # plays in the last w shows (w = 3 and WINDOWS), at most t
+    gap_label: str  # its gap bucket, as words ("4 to 6 shows ago")
+    gap_back: tuple[int, int]  # songs the artist brought back at that gap: (hits, chances)
+    slot: str  # the set (or role) it was last played in
+    slot_back: tuple[int, int]  # songs last placed there that came back the next show
+    venue: tuple[int, int] | None  # (plays, shows) at this show's venue
+    city: tuple[int, int] | None
+    tour: tuple[int, int] | None
+    encore_plays: int
+    opener_plays: int
+    mean_position: float  # 0 = first song of the show, 1 = last
+    usual_gap: float | None  # mean shows between its plays (None under two plays)
+
+
+def _gap_label(bucket: int) -> str:
+    lo = int(GAP_EDGES[bucket])
+    if bucket == len(GAP_EDGES) - 1:
+        return f"{lo} or more shows ago"
+    hi = int(GAP_EDGES[bucket + 1]) - 1
+    if lo == hi:
+        return "in the previous show" if lo == 1 else f"{lo} shows ago"
+    return f"{lo} to {hi} shows ago"
+
+
 class FeatureState:
     """The state of an artist's history after the first ``t`` shows.
 
@@ -219,11 +252,57 @@ class FeatureState:
         if votes and vote_strength:
             top = max(votes.values()) or 1.0
             by_id = {self.index[s]: v for s, v in votes.items() if s in self.index}
-            ranked = sorted(by_id.items(), key=lambda kv: -kv[1])
-            vote_rank = {sid: r + 1 for r, (sid, v) in enumerate(ranked) if v > 0}
+            # The fans' rank among every song voted up for the show, played before or not.
+            ranked = sorted((v, key) for key, v in votes.items() if v > 0)
+            rank_of = {key: len(ranked) - r for r, (_, key) in enumerate(ranked)}
+            vote_rank = {self.index[key]: r for key, r in rank_of.items() if key in self.index}
             for sid, v in by_id.items():
                 X[sid, F["votes"]] = vote_strength * v / top
         return ShowFeatures(ids, X, t, vote_rank)
+
+    def facts(self, show: Show, ids: IntArray) -> list[SongFacts]:
+        """The counts behind each of ``ids``' features for ``show`` played next."""
+        t = self.t
+        recent = list(self.recent)
+        windows = {w: self._window(recent, w, self.seen) for w in (3, *WINDOWS)}
+        groups = {
+            "venue": self.venues.get(show.venue) if show.venue else None,
+            "city": self.cities.get(show.city) if show.city else None,
+            "tour": self.tours.get(show.tour) if show.tour else None,
+        }
+        slot_names = list(self.slot_index)
+        out = []
+        for sid in ids.tolist():
+            plays = int(self.count[sid])
+            gap = t - int(self.last[sid])
+            bucket = int(self._gap_bucket(np.array([gap]))[0])
+            slot = int(self.last_slot[sid])
+            at: dict[str, tuple[int, int] | None] = {}
+            for name, group in groups.items():
+                inside = group is not None and sid < len(group.counts)
+                at[name] = (int(group.counts[sid]) if inside else 0, group.shows) if group else None
+            span = int(self.last[sid] - self.first[sid])
+            out.append(
+                SongFacts(
+                    shows=t,
+                    plays=plays,
+                    last_ago=gap,
+                    first_ago=t - int(self.first[sid]),
+                    window_plays={w: int(c[sid]) for w, c in windows.items()},
+                    gap_label=_gap_label(bucket),
+                    gap_back=(int(self.gap_hit[bucket]), int(self.gap_opp[bucket])),
+                    slot=slot_names[slot],
+                    slot_back=(int(self.slot_hit[slot]), int(self.slot_opp[slot])),
+                    venue=at["venue"],
+                    city=at["city"],
+                    tour=at["tour"],
+                    encore_plays=int(self.encore[sid]),
+                    opener_plays=int(self.opener[sid]),
+                    mean_position=float(self.pos_sum[sid] / plays),
+                    usual_gap=span / (plays - 1) if plays >= 2 else None,
+                )
+            )
+        return out
 
     @staticmethod
     def _window(recent: list[IntArray], w: int, size: int) -> FloatArray:

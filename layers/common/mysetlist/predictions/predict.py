@@ -1,9 +1,9 @@
 """The prediction for one upcoming show: top N songs with calibrated probabilities, their likely
-position and set, and short reasons derived from the features that moved the score."""
+position and set, and short reasons derived from the features that moved the score (see
+:mod:`mysetlist.predictions.reasons`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from mysetlist.predictions.backtest import order_key, rank
-from mysetlist.predictions.features import FEATURE_NAMES, F, FeatureState, FloatArray
+from mysetlist.predictions.features import F, FeatureState, FloatArray
 from mysetlist.predictions.history import ROLE_ENCORE, ROLE_MAIN, ROLE_OPENER, ArtistHistory, Show
 from mysetlist.predictions.model import ModelConfig, Scorer
+from mysetlist.predictions.reasons import family_effects, reasons_for
 
 DEFAULT_LENGTH = 20
 MIN_LENGTH = 5
 MAX_LENGTH = 50
-MAX_REASONS = 3
 RANKING_LENGTH = 50
 
 
@@ -48,61 +48,6 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _count(rate: float, window: int, t: int) -> int:
-    return round(rate * min(window, t))
-
-
-def _sentence(name: str, x: FloatArray, t: int, vote_rank: int | None) -> str | None:  # noqa: PLR0911, PLR0912
-    """A plain sentence for one feature of one song, or None when it says nothing useful."""
-    v = float(x[F[name]])
-    gap = round(math.expm1(float(x[F["log_gap"]])))
-    if name.startswith("rate_") and name != "rate_all":
-        w = int(name.split("_")[1])
-        return f"Played in {_count(v, w, t)} of the last {min(w, t)} shows"
-    if name == "rate_all":
-        return f"Played in {round(v * t)} of {t} shows ({v:.0%})"
-    if name in {"log_gap", "in_prev1", "log_days_since_played", "decay_h5", "decay_h20"}:
-        if gap <= 1:
-            return "Played in the previous show"
-        return "Not played in the previous show" if gap == 2 else f"Not played in the last {gap - 1} shows"
-    if name == "in_prev3":
-        return f"Played in {_count(v, 3, t)} of the last {min(3, t)} shows"
-    if name == "overdue" and v >= 1.5:
-        return f"Due: {gap - 1} shows since it was last played, {v:.1f} times its usual gap"
-    if name == "gap_rate":
-        shows = "show" if gap == 1 else "shows"
-        return f"After a gap of {gap} {shows} this artist brings a song back {v:.0%} of the time"
-    if name == "tour_rate" and v > 0:
-        return f"Played in {v:.0%} of this tour's shows so far"
-    if name == "venue_rate" and v > 0:
-        return f"Played in {v:.0%} of the artist's shows at this venue"
-    if name == "city_rate" and v > 0:
-        return f"Played in {v:.0%} of the artist's shows in this city"
-    if name == "encore_share" and v >= 0.5:
-        return "Usually played in the encore"
-    if name == "opener_share" and v >= 0.3:
-        return "Often opens the show"
-    if name == "log_since_debut":
-        return f"Debuted {round(math.expm1(v))} shows ago"
-    if name == "votes" and vote_rank:
-        return f"Fans voted it #{vote_rank} for this show"
-    return None
-
-
-def reasons_for(x: FloatArray, contributions: FloatArray, t: int, vote_rank: int | None = None) -> list[str]:
-    """Up to three sentences for the features with the largest effect on this song's score."""
-    out: list[str] = []
-    if vote_rank:
-        out.append(f"Fans voted it #{vote_rank} for this show")
-    for i in np.argsort(-np.abs(contributions), kind="stable"):
-        if len(out) >= MAX_REASONS:
-            break
-        sentence = _sentence(FEATURE_NAMES[int(i)], x, t, vote_rank)
-        if sentence and sentence not in out:
-            out.append(sentence)
-    return out
 
 
 def state_after(history: ArtistHistory) -> FeatureState:
@@ -148,21 +93,20 @@ def predict_show(
     trained_on = model.trained_on if model else 0
     if not len(f.song_ids):
         return Prediction(show.show_id, history.artist, [], 0.0, f.shows_before, trained_on)
-    if model is None:
-        raw = fallback_scores(f.X)
-        prob = raw
-        contributions = np.zeros_like(f.X)
-    else:
-        raw = model.raw(f.X)
-        prob = model.probability(raw)
-        contributions = model.contributions(f.X)
+    score = fallback_scores if model is None else model.raw
+    raw = score(f.X)
+    prob = raw if model is None else model.probability(raw)
     ranked = rank(raw, f.X)
     top = ranked[:setlist_length]
     order = top[np.argsort(order_key(f.X[top]), kind="stable")]
     has_encores = bool((f.X[:, F["encore_share"]] > 0).any())
+    effects = family_effects(score, f.X, f.X[order])
+    facts = state.facts(show, f.song_ids[order])
     titles = titles or {}
     songs: list[SongPrediction] = []
-    for position, i in enumerate(order, start=1):
+    for position, (i, song_effects, song_facts) in enumerate(
+        zip(order, effects, facts, strict=True), start=1
+    ):
         x = f.X[i]
         sid = int(f.song_ids[i])
         key = history.titles[sid]
@@ -179,7 +123,7 @@ def predict_show(
                 set=role,
                 historical_frequency=round(float(x[F["rate_all"]]), 4),
                 trending_score=round(votes_value, 4),
-                reasons=reasons_for(x, contributions[i], f.shows_before, f.vote_rank.get(sid)),
+                reasons=reasons_for(song_effects, song_facts, f.vote_rank.get(sid)),
             )
         )
     ranking = [
