@@ -545,3 +545,84 @@ def test_unreadable_setlist_records_are_quarantined(
     assert report.ignored == 1
     assert report.failures == []
     assert len(sent) == 1
+
+
+# ---------------------------------------------------------------------------------- serving inputs
+
+
+def test_fan_votes_of_the_show_move_a_song_and_are_explained(
+    env: dict[str, Any], trained: dict[str, Any], pipeline: tuple[Predictor, Trainer]
+) -> None:
+    """Net up-votes from the show's tally items reach the features: the voted song's
+    probability rises, its trending_score shows the votes and its first reason says where fans
+    put it."""
+    from mysetlist.tallies import TallyDelta, TallyStore
+
+    predictor, _ = pipeline
+    target = show_id(UPCOMING[4])
+    before = predictor.predict(target, force_refresh=True).prediction
+    rotation = [f"{ARTIST_ID}:{keys.slugify(t)}" for t in ROTATION]
+    # The predicted song the model likes least gets the fans' votes, a rotation song a net down-vote.
+    least = min((s["song_id"] for s in before.songs), key=lambda s: dict(before.ranking)[s])
+    tallies = TallyStore(env["dynamodb"], env["settings"].tallies_table, marker_ttl_seconds=3600)
+    tallies.commit(
+        stream_arn="arn:aws:dynamodb:us-east-1:123456789012:table/votes/stream/test",
+        first_sequence="1",
+        marker=None,
+        sequences=["1"],
+        deltas=[TallyDelta(target, least, 40, 2), TallyDelta(target, rotation[0], 3, 5)],
+        lane=0,
+        now=dt.datetime.now(dt.UTC),
+    )
+    after = predictor.predict(target, force_refresh=True).prediction
+    voted = {s["song_id"]: s for s in after.songs}
+    assert least in voted
+    assert voted[least]["trending_score"] > 0
+    assert voted[least]["reasons"][0] == "Fans voted it #1 for this show"
+    assert dict(after.ranking)[least] > dict(before.ranking).get(least, 0.0)
+
+
+def test_setlists_recorded_after_the_snapshot_are_read_from_the_catalogue(
+    env: dict[str, Any], trained: dict[str, Any], pipeline: tuple[Predictor, Trainer]
+) -> None:
+    """The model's history snapshot ends at its newest setlist; a setlist recorded since (no
+    retrain yet) is added from the catalogue for the shows after it, not for the shows before."""
+    predictor, _ = pipeline
+    pointer = env["store"].model_pointer(ARTIST_ID)
+    assert pointer is not None
+    recorded = next(d for d in UPCOMING if d > pointer.last_show_date)
+    later = next(d for d in UPCOMING if d > recorded)
+    _record_setlist(env, recorded, [*CORE, "A Brand New Song"])
+    env["reader"].new_records()  # not delivered to the trainer: the model stays as it is
+    assert env["store"].model_pointer(ARTIST_ID) == pointer
+    view = predictor.predict(show_id(later), force_refresh=True)
+    assert view.prediction.model_version == pointer.version
+    assert not view.stale
+    snapshot_shows = len(predictor.registry.load(pointer).history.history.shows)
+    assert view.prediction.shows_before == snapshot_shows + 1
+    # The new song is a candidate now: it was played in the last show.
+    assert f"{ARTIST_ID}:a-brand-new-song" in dict(view.prediction.ranking)
+    earlier = predictor.predict(show_id(recorded), force_refresh=True)
+    assert earlier.prediction.shows_before == snapshot_shows
+    assert f"{ARTIST_ID}:a-brand-new-song" not in dict(earlier.prediction.ranking)
+
+
+def test_a_re_recorded_setlist_rescores_the_prediction(
+    env: dict[str, Any], trained: dict[str, Any], trainer_handler: Any
+) -> None:
+    day = UPCOMING[5]
+    stored = env["store"].get_prediction(show_id(day))
+    assert stored is not None
+    _record_setlist(env, day, ROTATION[:12])
+    trainer_handler({"Records": env["reader"].new_records()}, LambdaContext(remaining_ms=600_000))
+    first = env["store"].get_score(show_id(day))
+    assert first is not None
+    # A moderator corrects it: the core songs were played too.
+    corrected = _record_setlist(env, day, CORE + ROTATION[:12], revision=2)
+    trainer_handler({"Records": env["reader"].new_records()}, LambdaContext(remaining_ms=600_000))
+    second = env["store"].get_score(show_id(day))
+    assert second is not None
+    assert (first.k, second.k) == (12, len(CORE) + 12)
+    assert second.hits == score_prediction(stored.ranking, corrected.song_ids)["hits"]
+    assert second.scored_at == corrected.recorded_at
+    assert second.scored_at > first.scored_at
