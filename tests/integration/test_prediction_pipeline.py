@@ -365,6 +365,7 @@ def test_a_throttled_write_still_returns_the_prediction(
 ) -> None:
     predictor, _ = pipeline
     target = show_id(UPCOMING[1])
+    predictor.predict(target, force_refresh=True)
     stored = env["store"].get_prediction(target)
     assert stored is not None
     predictor.store = PredictionsStore(
@@ -376,22 +377,30 @@ def test_a_throttled_write_still_returns_the_prediction(
     assert env["store"].get_prediction(target) == stored  # nothing was lost or half-written
 
 
-def test_model_store_down_degrades_to_the_baseline_and_keeps_stored_predictions(
+def test_model_store_down_serves_the_stored_prediction_or_the_baseline(
     env: dict[str, Any], trained: dict[str, Any], pipeline: tuple[Predictor, Trainer]
 ) -> None:
+    """With the model store's circuit open and no model in the container: the stored prediction
+    when it has the asked length (even on force_refresh), else the baseline, marked stale and
+    not stored."""
     predictor, _ = pipeline
     target = show_id(UPCOMING[2])
+    predictor.predict(target, force_refresh=True)
+    predictor.registry.forget()  # as in a new container
     stored = env["store"].get_prediction(target)
     assert stored is not None
     assert stored.model_version not in (None, BASELINE)
     breaker_for(Dependency.MODEL_STORE).force_open(60)
     try:
-        view = predictor.predict(target, force_refresh=True)
+        same = predictor.predict(target, setlist_length=stored.setlist_length, force_refresh=True)
+        other = predictor.predict(target, setlist_length=10)
     finally:
         reset_all()
-    assert view.prediction.model_version == BASELINE
-    assert view.stale
-    assert len(view.prediction.songs) == 20
+    assert same.prediction == stored
+    assert not same.stale
+    assert other.prediction.model_version == BASELINE
+    assert other.stale
+    assert len(other.prediction.songs) == 10
     assert env["store"].get_prediction(target) == stored
 
 

@@ -172,6 +172,10 @@ class Predictor:
         ):
             return PredictionView(stored, False)
         chosen = self._model(show.artist_id, show.date, pointer)
+        if chosen.degraded and stored is not None and stored.setlist_length == setlist_length:
+            # The model cannot be loaded: the stored prediction (made with a model) beats a
+            # degraded one, even when a fresh one was asked for.
+            return PredictionView(stored, is_stale(stored, pointer, weights))
         fresh = self._predict(show, setlist_length, chosen, weights, SOURCE_ON_DEMAND, now)
         # A degraded prediction never replaces a stored one.
         if not (chosen.degraded and stored is not None):
