@@ -5,6 +5,7 @@ the precompute while the model store is down."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -20,6 +21,7 @@ from mysetlist.catalog_store import CatalogStore
 from mysetlist.dynamo import to_item
 from mysetlist.errors import Conflict
 from mysetlist.importer import import_lines
+from mysetlist.predictions.registry import HISTORY_FILE, MANIFEST_FILE, MODEL_FILE
 from mysetlist.predictions.service import BASELINE, build_pipeline
 from mysetlist.predictions.store import DEFAULT_WEIGHTS, PredictionsStore, ScoreRecord
 from tests.harness.events import LambdaContext
@@ -196,3 +198,41 @@ def test_the_precompute_with_the_model_store_down_keeps_stored_predictions(world
     assert replaced.model_version == BASELINE
     assert second in report.stored_ids
     assert first not in report.stored_ids
+
+
+def test_a_training_prunes_the_versions_no_prediction_can_use(world: dict[str, Any]) -> None:
+    """Kept: the 3 newest, every version whose newest show is within the 30-day window (+1 day),
+    and the newest one before it (it serves the window's first shows); the rest go, items and
+    files."""
+    store, s3 = world["store"], boto3.client("s3")
+    bucket = world["settings"].model_bucket
+    _, trainer = build_pipeline(world["settings"])
+    trainer.train_artist(ARTIST_ID)
+    current = store.model_pointer(ARTIST_ID)
+    assert current is not None
+    ages = {"1": 200, "2": 150, "3": 100, "4": 60, "5": 20}  # days before today of each one's newest show
+    old = {}
+    for n, age in ages.items():
+        version = f"2020010{n}T000000Z-0000000{n}"
+        pointer = dataclasses.replace(
+            current,
+            version=version,
+            prefix=f"models/{ARTIST_ID}/{version}/",
+            last_show_date=TODAY - dt.timedelta(days=age),
+        )
+        world["dynamodb"].put_item(
+            TableName=world["settings"].predictions_table,
+            Item=to_item(pointer.item(keys.model_version_sk(version))),
+        )
+        for name in (MODEL_FILE, HISTORY_FILE, MANIFEST_FILE):
+            s3.put_object(Bucket=bucket, Key=pointer.prefix + name, Body=b"old")
+        old[n] = pointer
+    assert trainer.train_artist(ARTIST_ID, force=True).status == "trained"
+    left = {p.version for p in store.model_versions(ARTIST_ID)}
+    assert {old[n].version for n in ("4", "5")} <= left
+    assert not {old[n].version for n in ("1", "2", "3")} & left
+    assert store.model_pointer(ARTIST_ID).version in left
+    for n in ("1", "2", "3"):
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=old[n].prefix)
+        assert listed.get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=old["4"].prefix)["KeyCount"] == 3

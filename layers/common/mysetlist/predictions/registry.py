@@ -44,6 +44,8 @@ HISTORY_FILE = "history.json.gz"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 CACHE_VERSIONS = 8
+# Versions of an artist kept whatever their age (rollbacks): the current one and two before it.
+KEEP_NEWEST = 3
 
 
 class ModelUnavailable(Exception):
@@ -198,6 +200,40 @@ class ModelRegistry:
                 m for (a, _), m in self._cache.items() if a == artist_id and m.pointer.last_show_date < day
             ]
         return max(candidates, key=lambda m: m.pointer.version, default=None)
+
+    def prune(
+        self, artist_id: str, today: dt.date, *, past_days: int, keep_newest: int = KEEP_NEWEST
+    ) -> list[str]:
+        """Delete the versions no prediction can use any more; returns their names.
+
+        A show at most ``past_days`` old is predicted with the newest version trained only on
+        shows before it (``PredictionsStore.model_before``): every version whose newest show is
+        on or after the cut-off can be that one, and of the older versions only the newest can.
+        Those are kept, with the ``keep_newest`` newest (the current one among them) for
+        rollbacks. A version's item goes first, then its files (a reader that already holds the
+        item fails to load them and degrades for that one request).
+        """
+        cutoff = today - dt.timedelta(days=past_days + 1)
+        versions = list(self._store.model_versions(artist_id))
+        keep: set[str] = {p.version for p in versions[:keep_newest]}
+        keep |= {p.version for p in versions if p.last_show_date >= cutoff}
+        older = next((p for p in versions if p.last_show_date < cutoff), None)
+        if older is not None:
+            keep.add(older.version)
+        current = self._store.model_pointer(artist_id, consistent=True)
+        if current is not None:
+            keep.add(current.version)
+        pruned: list[str] = []
+        for pointer in versions:
+            if pointer.version in keep:
+                continue
+            self._store.delete_model_version(artist_id, pointer.version)
+            for name in (MODEL_FILE, HISTORY_FILE, MANIFEST_FILE):
+                self._breaker().call(self._s3.delete_object, Bucket=self._bucket, Key=pointer.prefix + name)
+            with self._lock:
+                self._cache.pop((artist_id, pointer.version), None)
+            pruned.append(pointer.version)
+        return pruned
 
     def forget(self) -> None:
         with self._lock:

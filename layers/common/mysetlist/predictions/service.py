@@ -550,6 +550,13 @@ class Trainer:
         seconds = round(time.perf_counter() - started, 3)
         if saved is None:
             return TrainOutcome(artist_id, "raced", seconds=seconds)
+        try:
+            pruned = self.registry.prune(artist_id, self._clock().date(), past_days=MAX_PAST_DAYS)
+        except Exception as exc:  # old files cost cents: never fail a training for them
+            logger.warning(
+                "old model versions not pruned", extra={"artist_id": artist_id, "error": repr(exc)}
+            )
+            pruned = []
         logger.info(
             "model trained",
             extra={
@@ -558,6 +565,7 @@ class Trainer:
                 "shows": len(history.history.shows),
                 "trained_on": saved.trained_on_shows,
                 "seconds": seconds,
+                "pruned_versions": pruned,
             },
         )
         return TrainOutcome(artist_id, "trained", saved.version, seconds)

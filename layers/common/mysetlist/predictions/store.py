@@ -477,6 +477,15 @@ class PredictionsStore:
             return False
         return True
 
+    def delete_model_version(self, artist_id: str, version: str) -> None:
+        """Forget one version of the artist's model (never the current one: conditioned on it
+        not being CURRENT's version is the caller's job, see ``ModelRegistry.prune``)."""
+        with unavailable_on_throttle(WHAT):
+            self._db.delete_item(
+                TableName=self._table,
+                Key=to_item({"PK": keys.model_pk(artist_id), "SK": keys.model_version_sk(version)}),
+            )
+
     # ------------------------------------------------------------------ plumbing
     def _get(self, pk: str, sk: str, *, consistent: bool = False) -> dict[str, Any] | None:
         with unavailable_on_throttle(WHAT):
