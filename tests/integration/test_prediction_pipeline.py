@@ -360,6 +360,47 @@ class _Throttled:
         return getattr(self._real, name)
 
 
+class _PredictionReadsThrottled:
+    """A DynamoDB client whose reads of stored predictions are throttled (the rest reach moto)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def get_item(self, **kwargs: Any) -> Any:
+        if kwargs["Key"]["SK"] == {"S": keys.PREDICTION_SK}:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetItem")
+        return self._real.get_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_an_unreadable_stored_prediction_is_never_overwritten_by_a_degraded_one(
+    env: dict[str, Any], trained: dict[str, Any], pipeline: tuple[Predictor, Trainer]
+) -> None:
+    predictor, _ = pipeline
+    target = show_id(UPCOMING[3])
+    predictor.predict(target, force_refresh=True)
+    stored = env["store"].get_prediction(target)
+    assert stored is not None
+    predictor.store = PredictionsStore(
+        cast(Any, _PredictionReadsThrottled(env["dynamodb"])), env["settings"].predictions_table
+    )
+    predictor.registry.forget()
+    breaker_for(Dependency.MODEL_STORE).force_open(60)
+    try:
+        degraded = predictor.predict(target)
+    finally:
+        reset_all()
+    assert degraded.prediction.model_version == BASELINE
+    assert degraded.stale
+    assert env["store"].get_prediction(target) == stored
+    # With the model store back, a fresh prediction (not degraded) is stored as usual.
+    fresh = predictor.predict(target)
+    assert fresh.prediction.model_version == stored.model_version
+    assert env["store"].get_prediction(target) == fresh.prediction
+
+
 def test_a_throttled_write_still_returns_the_prediction(
     env: dict[str, Any], trained: dict[str, Any], pipeline: tuple[Predictor, Trainer]
 ) -> None:

@@ -156,11 +156,12 @@ class Predictor:
                 f"up to {MAX_PAST_DAYS} days past (from {oldest.isoformat()})",
                 details={"show_date": show.date.isoformat(), "max_past_days": MAX_PAST_DAYS},
             )
+        unreadable = False
         try:
             stored = self.store.get_prediction(show_id)
         except Unavailable:
             logger.warning("stored prediction unreadable; predicting afresh", extra={"show_id": show_id})
-            stored = None
+            stored, unreadable = None, True
         weights = self.store.current_weights()
         pointer = self.store.model_before(show.artist_id, show.date)
         if (
@@ -177,8 +178,8 @@ class Predictor:
             # degraded one, even when a fresh one was asked for.
             return PredictionView(stored, is_stale(stored, pointer, weights))
         fresh = self._predict(show, setlist_length, chosen, weights, SOURCE_ON_DEMAND, now)
-        # A degraded prediction never replaces a stored one.
-        if not (chosen.degraded and stored is not None):
+        # A degraded prediction never replaces a stored one (nor one it could not read).
+        if not (chosen.degraded and (stored is not None or unreadable)):
             self._save(fresh)
         return PredictionView(fresh, chosen.degraded or is_stale(fresh, pointer, weights))
 
