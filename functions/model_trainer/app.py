@@ -6,13 +6,15 @@
 * The catalogue's stream (filtered to actual setlists; ReportBatchItemFailures): scores the
   stored prediction of each show whose setlist arrived, then retrains each touched artist once.
 * Asynchronous ``{"retrain": "all", "reason": ...}`` from ``PATCH /api/ml/predictions``: the
-  weights changed, so no model is current and every artist is retrained.
+  weights changed, so no model is current and every artist is retrained. Operators may name
+  artists instead: ``{"retrain": "<artist_id>"}`` or a list of them.
 
 Metrics: ModelsTrained, PredictionsScored, ModelTrainingFailed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -49,7 +51,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return batch.response()
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     wanted = event.get("retrain", "all")
-    artists = all_artist_ids(predictor.catalog) if wanted == "all" else [str(a) for a in wanted]
+    if wanted == "all":
+        artists: Iterable[str] = all_artist_ids(predictor.catalog)
+    else:
+        artists = [wanted] if isinstance(wanted, str) else [str(a) for a in wanted]
     report = trainer.train_all(
         artists, time_left=(lambda: remaining() / 1000) if remaining else (lambda: float("inf"))
     )

@@ -130,7 +130,7 @@ def test_a_weights_change_makes_predictions_stale_until_the_retrain(world: dict[
         pointer.version,
         new.version,
     )
-    again = handler({"retrain": [ARTIST_ID]}, LambdaContext(remaining_ms=600_000))
+    again = handler({"retrain": ARTIST_ID}, LambdaContext(remaining_ms=600_000))  # one artist, by name
     assert again["by_status"] == {"current": 1}
 
 

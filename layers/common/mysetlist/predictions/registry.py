@@ -114,9 +114,12 @@ class ModelRegistry:
         version is still ``previous``. None when another trainer moved the pointer first (the
         files stay, unreferenced). Raises whatever S3 or DynamoDB raised (nothing is pointed at
         files that were not all written)."""
-        last = history.last_show
-        if last is None or history.last_key is None:
+        if history.last_show is None or history.last_key is None:
             raise ValueError("a model needs a history with at least one show")
+        # Where the catalogue read ended (an empty newest setlist is not a show of the history,
+        # but the snapshot covers it: the trainer compares this key with the newest setlist's).
+        last_date, last_show_id = history.last_key.split("#", 1)
+        last_show_date = dt.date.fromisoformat(last_date)
         model_bytes = model.to_bytes()
         history_bytes = gzip.compress(
             json.dumps(history.snapshot(), separators=(",", ":"), ensure_ascii=False).encode("utf-8"), mtime=0
@@ -130,8 +133,8 @@ class ModelRegistry:
             prefix=prefix,
             trained_at=trained_at,
             trained_on_shows=model.trained_on,
-            last_show_date=last.date,
-            last_show_id=last.show_id,
+            last_show_date=last_show_date,
+            last_show_id=last_show_id,
             weights_version=weights_version,
             feature_names=list(FEATURE_NAMES),
             sha256=hashes,
@@ -143,8 +146,8 @@ class ModelRegistry:
             "trained_at": iso(trained_at),
             "trained_on_shows": model.trained_on,
             "history_shows": len(history.history.shows),
-            "last_show_date": last.date.isoformat(),
-            "last_show_id": last.show_id,
+            "last_show_date": last_show_date.isoformat(),
+            "last_show_id": last_show_id,
             "weights_version": weights_version,
             "feature_names": list(FEATURE_NAMES),
             "config": model.config.as_dict(),
