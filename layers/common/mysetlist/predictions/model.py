@@ -227,7 +227,8 @@ class BlendedModel:
         return np.asarray((iso + raw) / 2, dtype=np.float64) if self.has_stacker else iso
 
     def contributions(self, X: FloatArray) -> FloatArray:
-        """Per-feature contributions of the logistic member (for the reasons)."""
+        """Per-feature contributions of the logistic member (standardised value x coefficient).
+        The reasons measure the whole ensemble instead (``reasons.family_effects``)."""
         X = self.config.mask(X)
         return np.asarray(((X - self.mean) / self.scale) * self.coef, dtype=np.float64)
 

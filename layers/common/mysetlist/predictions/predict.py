@@ -109,7 +109,7 @@ def predict_show(
     ):
         x = f.X[i]
         sid = int(f.song_ids[i])
-        key = history.titles[sid]
+        key = state.keys[sid]
         role = ROLE_OPENER if position == 1 else ROLE_MAIN
         if has_encores and x[F["encore_share"]] >= 0.5:
             role = ROLE_ENCORE
@@ -126,8 +126,6 @@ def predict_show(
                 reasons=reasons_for(song_effects, song_facts, f.vote_rank.get(sid)),
             )
         )
-    ranking = [
-        (history.titles[int(f.song_ids[i])], round(float(prob[i]), 6)) for i in ranked[:RANKING_LENGTH]
-    ]
+    ranking = [(state.keys[int(f.song_ids[i])], round(float(prob[i]), 6)) for i in ranked[:RANKING_LENGTH]]
     expected = round(float(prob[top].sum()), 3)
     return Prediction(show.show_id, history.artist, songs, expected, f.shows_before, trained_on, ranking)
