@@ -34,7 +34,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -463,7 +463,7 @@ class LocalStack:
         issuer_path = tokens.ISSUER_PATH
         endpoints = {
             "/__local/health": json_endpoint(self.health),
-            "/__local/streams": json_endpoint(self.streams_status),
+            "/__local/streams": self._streams_endpoint,
             "/__local/websocket": json_endpoint(
                 lambda: (
                     (200, self.websocket.status())
@@ -595,10 +595,25 @@ class LocalStack:
         }
         return (200 if self.ready.is_set() else 503), body
 
-    def streams_status(self) -> tuple[int, dict[str, Any]]:
-        """``GET /__local/streams``: per mapping, counters and lag; ``idle`` when all is delivered."""
-        mappings = [p.status() for p in self.pollers]
+    def streams_status(self, functions: Sequence[str] = ()) -> tuple[int, dict[str, Any]]:
+        """``GET /__local/streams[?function=<Function>,...]``: per mapping (of the named functions
+        only, when given), counters and lag; ``idle`` when all of them are delivered. Naming the
+        functions matters for speed: each mapping's status probes its stream for unread records,
+        and the catalogue's stream (the ModelTrainer's) holds large items after the seed."""
+        pollers = [p for p in self.pollers if not functions or p.mapping.function_id in functions]
+        mappings = [p.status() for p in pollers]
         return 200, {"idle": all(m["idle"] for m in mappings), "mappings": mappings}
+
+    def _streams_endpoint(self, request: apigw.Request) -> apigw.Response:
+        if request.method.upper() != "GET":
+            return apigw.Response.json(405, {"message": "Method Not Allowed"})
+        wanted = apigw.query_parameters(request.query).get("function", "")
+        functions = [f for f in wanted.split(",") if f]
+        unknown = sorted(set(functions) - {p.mapping.function_id for p in self.pollers})
+        if unknown:
+            return apigw.Response.json(404, {"message": f"no stream mapping for {', '.join(unknown)}"})
+        status, payload = self.streams_status(functions)
+        return apigw.Response.json(status, payload)
 
     def _write_state_file(self) -> None:
         (self.state_dir / "stack.json").write_text(json.dumps(self.health()[1], indent=2) + "\n")
