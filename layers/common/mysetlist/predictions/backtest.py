@@ -149,7 +149,15 @@ def backtest_artist(
     dataset: str = "",
     test_frac: float = 0.2,
 ) -> BacktestResult:
-    config = config or ModelConfig()
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: PLC0415  (ships with scikit-learn)
+
+    with threadpool_limits(limits=1):  # the trees' scoring too: see model.train
+        return _backtest_artist(history, config or ModelConfig(), dataset=dataset, test_frac=test_frac)
+
+
+def _backtest_artist(
+    history: ArtistHistory, config: ModelConfig, *, dataset: str, test_frac: float
+) -> BacktestResult:
     started = time.perf_counter()
     result = BacktestResult(dataset or history.artist)
     features = all_show_features(history)

@@ -312,7 +312,18 @@ def train(config: ModelConfig, shows: Sequence[tuple[FloatArray, FloatArray]]) -
     The members learn on the older shows; the isotonic calibrator on the newest
     ``calibration_frac`` of them (never on the show being predicted or later ones).
     None when there is nothing to learn from (no positive or no negative label).
+
+    Single-threaded: the trees' OpenMP threads spin while they wait, and on a small or shared
+    machine (a Lambda's two vCPUs, a busy laptop) that made one training 20 times slower
+    than one thread (137 s against 7 s for the Grateful Dead on a loaded 2-core machine).
     """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: PLC0415  (ships with scikit-learn)
+
+    with threadpool_limits(limits=1):
+        return _train(config, shows)
+
+
+def _train(config: ModelConfig, shows: Sequence[tuple[FloatArray, FloatArray]]) -> TrainedModel | None:
     from sklearn.isotonic import IsotonicRegression  # type: ignore[import-untyped]  # noqa: PLC0415
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
