@@ -8,6 +8,9 @@
 * Asynchronous ``{"retrain": "all", "reason": ...}`` from ``PATCH /api/ml/predictions``: the
   weights changed, so no model is current and every artist is retrained. Operators may name
   artists instead: ``{"retrain": "<artist_id>"}`` or a list of them.
+* Operators: ``{"score": ["<show_id>", ...]}`` scores those shows' stored predictions again from
+  their recorded setlists (after records ended in the dead-letter queue); idempotent, no
+  training. Shows without a stored prediction or a setlist are reported, not failed.
 
 Metrics: ModelsTrained, PredictionsScored, ModelTrainingFailed.
 """
@@ -33,6 +36,30 @@ quarantine = SqsQuarantine(
 )
 
 
+class BadEvent(ValueError):
+    """An operator's event this function does not understand (logged, not retried)."""
+
+
+def score_shows(show_ids: Any) -> dict[str, Any]:
+    """Score the stored predictions of ``show_ids`` against their recorded actual setlists."""
+    if not isinstance(show_ids, list) or not show_ids or not all(isinstance(s, str) and s for s in show_ids):
+        raise BadEvent('"score" takes a non-empty list of show ids: {"score": ["<show_id>", ...]}')
+    outcome: dict[str, str] = {}
+    for show_id in dict.fromkeys(show_ids):
+        found = predictor.catalog.get_show_and_setlist(show_id)
+        if found is None or found[1] is None:
+            outcome[show_id] = "no_setlist"
+            continue
+        setlist = found[1]
+        played = list(dict.fromkeys(setlist.song_ids))
+        score = predictor.score_show(show_id, played, arrived_at=setlist.recorded_at)
+        outcome[show_id] = "scored" if score is not None else "no_prediction"
+    scored = sum(1 for v in outcome.values() if v == "scored")
+    metrics.add_metric(name="PredictionsScored", unit=MetricUnit.Count, value=scored)
+    logger.info("stored predictions scored on request", extra={"outcome": outcome})
+    return {"scored": scored, "shows": outcome}
+
+
 class TrainingFailed(RuntimeError):
     """Some artists could not be trained (the error alarm fires; the next run tries again)."""
 
@@ -49,6 +76,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
         logger.info("actual setlists processed", extra={"report": batch.summary()})
         return batch.response()
+    if "score" in event:
+        return score_shows(event["score"])
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     wanted = event.get("retrain", "all")
     if wanted == "all":

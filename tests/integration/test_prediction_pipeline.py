@@ -676,3 +676,33 @@ def test_a_re_recorded_setlist_rescores_the_prediction(
     assert second.hits == score_prediction(stored.ranking, corrected.song_ids)["hits"]
     assert second.scored_at == corrected.recorded_at
     assert second.scored_at > first.scored_at
+
+
+def test_operators_rescore_shows_by_id(
+    env: dict[str, Any], trained: dict[str, Any], trainer_handler: Any, pipeline: tuple[Predictor, Trainer]
+) -> None:
+    """{"score": [...]}: the runbook's replay after the dead-letter queue (no stream record)."""
+    day = UPCOMING[6]
+    stored = pipeline[0].predict(show_id(day)).prediction
+    assert stored.ranking
+    setlist = _record_setlist(env, day, CORE[:4] + ROTATION[:4])
+    env["reader"].new_records()  # the stream's records are not delivered: they were given up on
+    assert env["store"].get_score(show_id(day)) is None
+    before = env["store"].model_pointer(ARTIST_ID)
+
+    summary = trainer_handler(
+        {"score": [show_id(day), show_id(day), "no-such-show"]},
+        LambdaContext(remaining_ms=600_000),
+    )
+
+    assert summary == {
+        "scored": 1,
+        "shows": {show_id(day): "scored", "no-such-show": "no_setlist"},
+    }
+    score = env["store"].get_score(show_id(day))
+    assert score is not None
+    assert score.hits == score_prediction(stored.ranking, setlist.song_ids)["hits"]
+    assert score.scored_at == setlist.recorded_at
+    assert env["store"].model_pointer(ARTIST_ID) == before  # scoring never trains
+    with pytest.raises(ValueError, match="non-empty list of show ids"):
+        trainer_handler({"score": "not-a-list"}, LambdaContext(remaining_ms=600_000))
