@@ -28,7 +28,7 @@ SHOW ?=
 ROLE ?= user
 
 .PHONY: help venv sam-venv lint format validate test test-unit test-integration test-e2e \
-        build dev token import bench clean openapi eval-fraud backtest predict
+        build dev token import bench clean openapi eval-fraud backtest predict bench-predictions
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -115,13 +115,17 @@ predict: $(PY) ## the prediction for one show from the shows before it only: mak
 	@test -n "$(DATA)" -a -n "$(SHOW)" || { echo "usage: make predict DATA=file.jsonl SHOW=<show_id>"; exit 2; }
 	$(PY) -m tests.tools.predict $(DATA) $(SHOW)
 
+bench-predictions: build ## on-demand prediction for a show with 2,000 earlier shows (p50/p95 warm), then the PredictionsApi's cold start vs the floor (JSON lines)
+	$(PY) -m tests.bench.predictions_bench
+	$(PY) -m tests.bench.cold_start --only PredictionsApi $(BENCH_ARGS)
+
 eval-fraud: $(PY) ## suspicious-activity detectors on simulated organic voting with injected attacks: recall, false positives (JSON lines)
 	$(PY) -m tests.bench.fraud_eval $(EVAL_ARGS)
 
 bench-votes: $(PY) ## tally writes per 1k votes vs minimum, processor vs naive throughput, hottest partition at 10k votes/s (JSON lines)
 	$(BENCH_ENV) $(PY) -m tests.bench.votes_bench
 
-bench: sizes bench-cold-start bench-cache bench-votes ## benchmarks (never part of make test)
+bench: sizes bench-cold-start bench-cache bench-votes bench-predictions ## benchmarks (never part of make test)
 
 openapi: $(PY) ## regenerate docs/openapi from the FastAPI apps (a unit test fails when they are stale)
 	$(PY) -m tests.tools.openapi
