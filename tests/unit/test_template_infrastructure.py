@@ -284,7 +284,15 @@ def test_a_silent_health_checker_raises_an_alarm() -> None:
 def test_every_new_function_has_its_error_alarm_and_dashboard_line() -> None:
     resources = default_template().resources
     dashboard = str(resources["OperationsDashboard"]["Properties"]["DashboardBody"])
-    for function_id in ("HealthApi", "HealthCheck", "CacheWarmer", "TallyReconciler"):
+    for function_id in (
+        "HealthApi",
+        "HealthCheck",
+        "CacheWarmer",
+        "TallyReconciler",
+        "PredictionsApi",
+        "PredictionPrecompute",
+        "ModelTrainer",
+    ):
         alarm = resources[f"{function_id}ErrorsAlarm"]["Properties"]
         assert f"'Ref': '{function_id}'" in str(alarm)
         assert "${" + function_id + "}" in dashboard
