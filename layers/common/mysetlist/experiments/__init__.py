@@ -1,0 +1,1 @@
+"""A/B test statistics: pure-Python distributions, frequentist, Bayesian and sequential tests, SRM, power."""
