@@ -43,7 +43,7 @@ def _generated_cases(count: int, seed: int) -> list[tuple[int, int, int, int]]:
     return cases
 
 
-@pytest.mark.parametrize(("n_c", "conv_c", "n_t", "conv_t"), _generated_cases(150, seed=7))
+@pytest.mark.parametrize(("n_c", "conv_c", "n_t", "conv_t"), _generated_cases(100, seed=7))
 def test_chance_to_win_matches_numerical_integration(n_c: int, conv_c: int, n_t: int, conv_t: int) -> None:
     a_c, b_c, a_t, b_t = 1 + conv_c, 1 + n_c - conv_c, 1 + conv_t, 1 + n_t - conv_t
     ours = compare_proportions(n_c, conv_c, n_t, conv_t).chance_to_win
@@ -89,7 +89,7 @@ def test_beyond_the_exact_limit_the_normal_approximation_agrees() -> None:
 )
 def test_expected_losses_match_monte_carlo(n_c: int, conv_c: int, n_t: int, conv_t: int) -> None:
     rng = np.random.default_rng(11)
-    draws = 2_000_000
+    draws = 1_000_000
     ctl = rng.beta(1 + conv_c, 1 + n_c - conv_c, draws)
     trt = rng.beta(1 + conv_t, 1 + n_t - conv_t, draws)
     result = compare_proportions(n_c, conv_c, n_t, conv_t)
