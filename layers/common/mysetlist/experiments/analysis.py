@@ -87,14 +87,14 @@ def _compare(document: dict[str, Any]) -> dict[str, Any]:
     srm_ok = srm_p is not None and srm.srm_ok(srm_p)
     control = variants[0]
     rows = []
-    for index, treatment in enumerate(variants[1:], start=1):
+    for treatment in variants[1:]:
         row: dict[str, Any] = {"name": treatment.name, "n": treatment.n, "mean": _mean(treatment)}
         if method == "frequentist":
             row.update(_frequentist(control, treatment, metric, relative, alpha))
         elif method == "bayesian":
-            row.update(_bayesian(control, treatment, metric, relative, index))
+            row.update(_bayesian(control, treatment, metric, relative))
         else:
-            row.update(_sequential(control, treatment, variants, metric, relative, alpha, tau, index))
+            row.update(_sequential(control, treatment, variants, metric, relative, alpha, tau))
         if "p_value" in row:
             # A verdict needs both a small p-value and a sample ratio that matches the weights.
             row["significant"] = row["p_value"] is not None and row["p_value"] < alpha and srm_ok
@@ -142,21 +142,24 @@ def _bayesian(
     treatment: frequentist.VariantCounts,
     metric: str,
     relative: bool,
-    index: int,
 ) -> dict[str, Any]:
+    row: dict[str, Any] = {"lift": _lift(control, treatment, relative)}
     if metric == "proportion":
         result = bayesian.compare_proportions(control.n, int(control.sum), treatment.n, int(treatment.sum))
     else:
-        _need_two(control, 0)
-        _need_two(treatment, index)
+        # Early in a test (fewer than two users, or all values equal) the counts cannot support a
+        # posterior yet: null figures and a note, as the frequentist rows do, not an error.
         var_c, var_t = _var_of_mean(control, metric), _var_of_mean(treatment, metric)
-        if var_c + var_t == 0.0:
-            raise ValueError(
-                f"variants[0] and variants[{index}] both have zero variance: sum_squares leaves no spread"
-            )
+        if control.n < 2 or treatment.n < 2 or var_c + var_t == 0.0:
+            note = "each variant needs at least two users and some variation in the values"
+            return row | {
+                "chance_to_win": None,
+                "expected_loss": None,
+                "expected_loss_control": None,
+                "note": note,
+            }
         result = bayesian.compare_means(_mean_or_zero(control), var_c, _mean_or_zero(treatment), var_t)
-    return {
-        "lift": _lift(control, treatment, relative),
+    return row | {
         "chance_to_win": _finite(result.chance_to_win),
         "expected_loss": _finite(result.expected_loss),
         "expected_loss_control": _finite(result.expected_loss_control),
@@ -171,11 +174,7 @@ def _sequential(
     relative: bool,
     alpha: float,
     tau: float,
-    index: int,
 ) -> dict[str, Any]:
-    for i, variant in ((0, control), (index, treatment)):
-        if variant.n < 2:
-            raise ValueError(f"variants[{i}].n must be at least 2 for the sequential test, got {variant.n}")
     mean_c, mean_t = _mean_or_zero(control), _mean_or_zero(treatment)
     var_c, var_t = _var_of_mean(control, metric), _var_of_mean(treatment, metric)
     estimate = mean_t - mean_c
@@ -183,16 +182,28 @@ def _sequential(
     # tau is standardized: the effect scale in per-user standard deviations, pooled over all
     # variants (the same under the null), so one default suits every metric's units.
     effect_scale = tau * _pooled_sd(variants)
-    if relative:
-        if mean_c == 0.0:
-            raise ValueError("variants[0] has mean 0: the relative lift is undefined")
+    note = None
+    if control.n < 2 or treatment.n < 2:
+        note = "each variant needs at least two users"
+    elif relative and mean_c == 0.0:
+        note = "the relative lift is undefined while the control's mean is 0"
+    elif relative:
         estimate /= abs(mean_c)
         variance = frequentist.relative_lift_variance(mean_c, mean_t, var_c, var_t)
         effect_scale /= abs(mean_c)
-    if variance == 0.0 or effect_scale == 0.0:
-        raise ValueError(
-            f"variants[0] and variants[{index}] have zero variance: the sequential test needs some spread"
-        )
+    if note is None and (variance == 0.0 or effect_scale == 0.0):
+        note = "no variation in the values yet (e.g. no converters): nothing to test"
+    if note is not None:
+        # Early in a test the counts cannot support the test yet: null figures and a note.
+        lift = _lift(control, treatment, relative)
+        return {
+            "lift": lift,
+            "ci_low": None,
+            "ci_high": None,
+            "p_value": None,
+            "mixing_sd": None,
+            "note": note,
+        }
     result = sequential.msprt(estimate, variance, effect_scale**2, alpha)
     return {
         "lift": _finite(estimate),
@@ -243,11 +254,6 @@ def _lift(
     if not relative:
         return _finite(mean_t - mean_c)
     return None if mean_c == 0.0 else _finite((mean_t - mean_c) / abs(mean_c))
-
-
-def _need_two(variant: frequentist.VariantCounts, index: int) -> None:
-    if variant.n < 2:
-        raise ValueError(f"variants[{index}].n must be at least 2 for a mean metric, got {variant.n}")
 
 
 def _finite(value: float | None) -> float | None:
