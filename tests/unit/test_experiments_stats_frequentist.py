@@ -34,9 +34,17 @@ def _proportion(rng: random.Random, name: str) -> VariantCounts:
     return VariantCounts(name, n, converters, converters)
 
 
-def _mean_sample(rng: random.Random, name: str) -> tuple[VariantCounts, list[float]]:
+def _mean_sample(
+    rng: random.Random, name: str, near: tuple[float, float] | None = None
+) -> tuple[VariantCounts, list[float]]:
+    """A sample of normal values; ``near=(mu, sigma)`` puts its mean within a few standard errors
+    of ``mu`` (so p-values spread over (0, 1) instead of all being ~0)."""
     n = rng.choice([rng.randint(2, 30), rng.randint(30, 800)])
-    mu, sigma = rng.uniform(-50, 200), 10 ** rng.uniform(-2, 2)
+    if near is None:
+        mu, sigma = rng.uniform(-50, 200), 10 ** rng.uniform(-2, 2)
+    else:
+        sigma = near[1] * rng.uniform(0.3, 3)
+        mu = near[0] + rng.gauss(0, 2) * math.hypot(near[1], sigma) / math.sqrt(n)
     values = [rng.gauss(mu, sigma) for _ in range(n)]
     return VariantCounts(name, n, math.fsum(values), math.fsum(v * v for v in values)), values
 
@@ -72,7 +80,9 @@ def test_two_proportion_z_test_and_wald_interval_match_statsmodels() -> None:
 def test_welch_t_test_and_interval_match_scipy() -> None:
     rng = random.Random(103)
     for _ in range(CASES):
-        (a, values_a), (b, values_b) = _mean_sample(rng, "A"), _mean_sample(rng, "B")
+        a, values_a = _mean_sample(rng, "A")
+        near = (stats.tmean(values_a), stats.tstd(values_a)) if rng.random() < 0.7 else None
+        b, values_b = _mean_sample(rng, "B", near)
         alpha = rng.choice([0.01, 0.05, 0.1])
         result = compare(a, b, metric="mean", alpha=alpha)
         # Counters cost the variance digits in proportion to sum_squares / (n - 1) s^2 (the data's
