@@ -28,7 +28,7 @@ SHOW ?=
 ROLE ?= user
 
 .PHONY: help venv sam-venv lint format validate test test-unit test-integration test-e2e \
-        build dev token import bench clean openapi eval-fraud backtest predict bench-predictions
+        build dev token import bench clean openapi eval-fraud backtest predict bench-predictions ab-stats
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ predict: $(PY) ## the prediction for one show from the shows before it only: mak
 bench-predictions: build ## on-demand prediction for a show with 2,000 earlier shows (p50/p95 warm), then the PredictionsApi's cold start vs the floor (JSON lines)
 	$(PY) -m tests.bench.predictions_bench
 	$(PY) -m tests.bench.cold_start --only PredictionsApi $(BENCH_ARGS)
+
+ab-stats: $(PY) ## analyse an experiment's exported counts: a JSON document on standard input, the analysis as JSON (docs/experiments.md)
+	@$(PY) -m mysetlist.experiments.cli
 
 eval-fraud: $(PY) ## suspicious-activity detectors on simulated organic voting with injected attacks: recall, false positives (JSON lines)
 	$(PY) -m tests.bench.fraud_eval $(EVAL_ARGS)
