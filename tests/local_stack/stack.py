@@ -152,11 +152,16 @@ class LocalStack:
             self._load_functions(environment)
         self._server.gateway = self._build_gateway()
         self._server_thread = self._server.start()
-        self._start_pollers()
         self._start_scheduler()
         if self.config.seed:
             with self._timed("seed"):
                 self._seed()
+        # The pollers start after the seed: the catalogue's stream (StartingPosition LATEST) then
+        # begins after the sample, so the ModelTrainer does not retrain the sample artist for every
+        # batch of an import still being written; one training is started below instead.
+        self._start_pollers()
+        if self.config.seed:
+            self._train_seeded_artists()
         self.ready.set()
         self.timings["ready"] = time.perf_counter() - self._started
         self._write_state_file()
@@ -499,6 +504,20 @@ class LocalStack:
         if self.scheduler is None or not self.scheduler.fire_now(function_id, event_name):
             return apigw.Response.json(404, {"message": f"no enabled schedule {target!r}"})
         return apigw.Response.json(200, {"fired": target})
+
+    def _train_seeded_artists(self) -> None:
+        """Start the ModelTrainer's nightly run now (asynchronously, as its schedule would), so
+        the sample artist has a model minutes after ``make dev``, not tomorrow at 04:30."""
+        scheduler = self.scheduler
+        for spec in self.template.schedules:
+            if spec.function_id == "ModelTrainer" and scheduler is not None:
+                threading.Thread(
+                    target=scheduler.fire_now,
+                    args=(spec.function_id, spec.event_name),
+                    name="seed-training",
+                    daemon=True,
+                ).start()
+                log.info("training the seeded artists (%s.%s)", spec.function_id, spec.event_name)
 
     def _start_pollers(self) -> None:
         streams = self._client("dynamodbstreams")
