@@ -43,7 +43,10 @@ from mysetlist.predictions.light import LightModel, export
 from mysetlist.predictions.model import train_history
 from mysetlist.predictions.predict import DEFAULT_LENGTH, predict_show
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "setlists" / "grateful-dead.jsonl"
+# The Grateful Dead sample shipped with the repository (the shared data's file, MIT-licensed).
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "tests" / "local_stack" / "sample_data" / "grateful-dead.jsonl"
+)
 
 
 def _timings(fn: Callable[[], object], runs: int) -> dict[str, float]:
