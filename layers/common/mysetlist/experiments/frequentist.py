@@ -207,26 +207,16 @@ def _two_proportions(
     z = norm_ppf(1.0 - alpha / 2.0)
     if relative:
         return _relative_result(empty, difference, mean_a, mean_b, var_a, var_b, z, p_value, statistic, note)
-    se = math.sqrt(var_a + var_b)
-    if se == 0:
-        return _with(
-            empty,
-            difference=difference,
-            lift=difference,
-            p_value=p_value,
-            statistic=statistic,
-            note=note or "both rates are 0 or 1: the Wald interval is undefined",
-        )
-    return _with(
+    return _interval(
         empty,
-        difference=difference,
-        lift=difference,
-        ci_low=difference - z * se,
-        ci_high=difference + z * se,
-        p_value=p_value,
-        statistic=statistic,
-        standard_error=se,
-        note=note,
+        difference,
+        difference,
+        math.sqrt(var_a + var_b),
+        z,
+        p_value,
+        statistic,
+        note,
+        "both rates are 0 or 1: the Wald interval is undefined",
     )
 
 
@@ -310,8 +300,32 @@ def _relative_result(
                 )
             ),
         )
-    lift = difference / abs(mean_a)
-    se = math.sqrt(relative_lift_variance(mean_a, mean_b, var_a, var_b))
+    return _interval(
+        empty,
+        difference,
+        difference / abs(mean_a),
+        math.sqrt(relative_lift_variance(mean_a, mean_b, var_a, var_b)),
+        z,
+        p_value,
+        statistic,
+        note,
+        "no variation: the relative interval is undefined",
+    )
+
+
+def _interval(
+    empty: Comparison,
+    difference: float,
+    lift: float,
+    se: float,
+    z: float,
+    p_value: float | None,
+    statistic: float | None,
+    note: str | None,
+    undefined: str,
+) -> Comparison:
+    """The result with ``lift +- z se``, or without an interval (and ``undefined`` as the note,
+    unless there already is one) when the standard error is 0."""
     if se == 0:
         return _with(
             empty,
@@ -319,7 +333,7 @@ def _relative_result(
             lift=lift,
             p_value=p_value,
             statistic=statistic,
-            note=note or "no variation: the relative interval is undefined",
+            note=note or undefined,
         )
     return _with(
         empty,
