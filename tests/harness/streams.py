@@ -9,37 +9,48 @@ from typing import Any
 
 @dataclass
 class StreamReader:
-    """Returns the records written since the previous call, oldest first, Lambda-shaped."""
+    """Returns the records written since the previous call, oldest first, Lambda-shaped.
+
+    A reader starts at the end of the stream as it is when the reader is made (a LATEST
+    iterator per shard), so it only ever reads what was written after it: the tables of
+    the test session are shared and their streams only grow, and reading a long stream
+    from its start through moto's serializer costs seconds per call. It keeps each
+    shard's next iterator between calls, as a Lambda poller does.
+    """
 
     client: Any  # a dynamodbstreams client
     stream_arn: str
     region: str = "us-east-1"
-    _last: dict[str, str] = field(default_factory=dict)
+    _next: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for shard_id in self._shard_ids():
+            latest = self.client.get_shard_iterator(
+                StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="LATEST"
+            )["ShardIterator"]
+            # An empty read turns LATEST into a position that stays put as records arrive.
+            self._next[shard_id] = self.client.get_records(ShardIterator=latest, Limit=1)["NextShardIterator"]
+
+    def _shard_ids(self) -> list[str]:
+        shards = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        return [shard["ShardId"] for shard in shards]
 
     def new_records(self) -> list[dict[str, Any]]:
-        shards = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         records: list[dict[str, Any]] = []
-        for shard in shards:
-            shard_id = shard["ShardId"]
-            if shard_id in self._last:
-                iterator = self.client.get_shard_iterator(
-                    StreamArn=self.stream_arn,
-                    ShardId=shard_id,
-                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                    SequenceNumber=self._last[shard_id],
-                )["ShardIterator"]
-            else:
-                iterator = self.client.get_shard_iterator(
+        for shard_id in self._shard_ids():
+            iterator = (
+                self._next.get(shard_id)
+                or self.client.get_shard_iterator(
                     StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
                 )["ShardIterator"]
-            while iterator:
+            )
+            while True:
                 page = self.client.get_records(ShardIterator=iterator, Limit=1000)
-                for record in page["Records"]:
-                    records.append(self._lambda_shaped(record))
-                    self._last[shard_id] = record["dynamodb"]["SequenceNumber"]
+                iterator = page["NextShardIterator"]
+                records.extend(self._lambda_shaped(record) for record in page["Records"])
                 if not page["Records"]:
                     break
-                iterator = page.get("NextShardIterator")
+            self._next[shard_id] = iterator
         return records
 
     def _lambda_shaped(self, record: dict[str, Any]) -> dict[str, Any]:
