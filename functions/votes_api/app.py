@@ -26,8 +26,7 @@ from mysetlist.dynamo import client_for
 from mysetlist.errors import InvalidRequest
 from mysetlist.jwt_verify import JwtVerifier
 from mysetlist.models import Id, ShowVotes, Trending, TrendingScope, VoteIn, VoteOut
-from mysetlist.observability import logger
-from mysetlist.profiles import ProfileStore
+from mysetlist.profiles import ProfileStore, cached_account_created_at
 from mysetlist.ratelimit import VOTES_CAST, VOTES_READ
 from mysetlist.settings import load_settings
 from mysetlist.signals import DEVICE_ID_HEADER, DEVICE_ID_PATTERN, ClientSignals
@@ -129,22 +128,9 @@ def client_signals(request: Request, caller: Caller, device_id: str | None) -> C
 
 
 def account_created_at(user_id: str) -> dt.datetime | None:
-    """The caller's account creation time (cached: it never changes); None when unknown or
-    when it cannot be read now (detection then goes without it, the vote does not fail)."""
-    if profiles is None:
-        return None
-    store = profiles
-
-    def load() -> str:
-        created = store.created_at(user_id)
-        return created.isoformat() if created else ""
-
-    try:
-        stamp = cache.get(f"account-created:{user_id}", load, ttl=3600)
-    except Exception:  # a profile is a signal, not a requirement
-        logger.warning("could not read the caller's account creation time", exc_info=True)
-        return None
-    return dt.datetime.fromisoformat(stamp) if stamp else None
+    """The caller's account creation time; None when unknown or when it cannot be read now
+    (detection then goes without it, the vote does not fail)."""
+    return cached_account_created_at(profiles, cache, user_id)
 
 
 @app.get(

@@ -137,6 +137,7 @@ def aws(issuer: Issuer, valkey: LocalValkey) -> Iterator[dict[str, str]]:
             {
                 "PLATFORM_TABLE": tables["PlatformTable"],
                 "PREDICTIONS_TABLE": tables["PredictionsTable"],
+                "EXPERIMENTS_TABLE": tables["ExperimentsTable"],
                 "MODEL_BUCKET": bucket,
                 "ALERT_TOPIC_ARN": topic_arn,
                 "DEAD_LETTER_QUEUE_URL": queues["VoteProcessorDLQ"],

@@ -33,6 +33,7 @@ PLACEHOLDER_ENVIRONMENT = {
     "USERS_TABLE": "openapi-users",
     "PLATFORM_TABLE": "openapi-platform",
     "PREDICTIONS_TABLE": "openapi-predictions",
+    "EXPERIMENTS_TABLE": "openapi-experiments",
     "MODEL_BUCKET": "openapi-models",
     "JWT_ISSUER": "https://issuer.invalid/openapi",
     "JWT_AUDIENCE": "openapi",

@@ -124,7 +124,7 @@ def test_cache_users_join_the_vpc_and_may_wrap_cache_keys(function_id: str) -> N
 
 # Functions that reach Valkey for shared state (rate limits, the fraud window, the trending
 # sets) but cache nothing encrypted: in the VPC with CACHE_URL, without the KMS data key.
-VALKEY_ONLY = ("TallyReconciler", "ModerationApi", "FraudSweeper")
+VALKEY_ONLY = ("TallyReconciler", "ModerationApi", "FraudSweeper", "AbTestingApi")
 
 
 @pytest.mark.parametrize("function_id", VALKEY_ONLY)

@@ -223,6 +223,21 @@ def source_ip(request: Request) -> str | None:
 Identity = Callable[..., Awaitable[Caller | None]]
 
 
+def charge_budget(budget: str, request: Request, response: Response, caller: Caller | None) -> Decision:
+    """Charge one request to ``budget`` (the caller for a user budget, else the client address):
+    429 over budget, else the ``RateLimit-*`` headers on the response. For routes whose budget
+    depends on what the request asks for (one path serving anonymous and management calls);
+    the others declare :func:`rate_limited` in their decorator."""
+    limiter = shared_limiter()
+    spec = limiter.budget(budget)
+    user_id = caller.user_id if caller is not None and spec.scope is Scope.USER else None
+    decision = limiter.check(budget, subject_for(spec, user_id, source_ip(request)))
+    if not decision.allowed:
+        raise decision.refusal()
+    response.headers.update(decision.headers())
+    return decision
+
+
 def rate_limited(budget: str, identity: Identity | None = None) -> Callable[..., Awaitable[Decision]]:
     """A dependency that charges the request to rate-limit ``budget``.
 
@@ -240,14 +255,7 @@ def rate_limited(budget: str, identity: Identity | None = None) -> Callable[...,
     shared_limiter().budget(budget)
 
     async def charge(request: Request, response: Response, caller: Caller | None) -> Decision:
-        limiter = shared_limiter()
-        spec = limiter.budget(budget)
-        user_id = caller.user_id if caller is not None and spec.scope is Scope.USER else None
-        decision = limiter.check(budget, subject_for(spec, user_id, source_ip(request)))
-        if not decision.allowed:
-            raise decision.refusal()
-        response.headers.update(decision.headers())
-        return decision
+        return charge_budget(budget, request, response, caller)
 
     if identity is None:
 

@@ -9,10 +9,13 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from mysetlist.dynamo import error_code, from_item, to_item
+from mysetlist.observability import logger
 from mysetlist.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+    from mysetlist.cache.core import Cache
 
 PROFILE_SK = "PROFILE"
 
@@ -71,3 +74,25 @@ class ProfileStore:
         if not stamp:
             return None
         return parse_utc(str(stamp))
+
+
+def cached_account_created_at(
+    profiles: ProfileStore | None, cache: Cache, user_id: str
+) -> dt.datetime | None:
+    """A caller's account creation time, cached for an hour (it never changes); None when there
+    is no users table, no profile, or the read fails now. It is a signal (fraud detection, new or
+    returning user), never a requirement: a failure is logged and the request goes on."""
+    if profiles is None:
+        return None
+    store = profiles
+
+    def load() -> str:
+        created = store.created_at(user_id)
+        return created.isoformat() if created else ""
+
+    try:
+        stamp = cache.get(f"account-created:{user_id}", load, ttl=3600)
+    except Exception:  # a signal, not a requirement
+        logger.warning("could not read the caller's account creation time", exc_info=True)
+        return None
+    return dt.datetime.fromisoformat(stamp) if stamp else None

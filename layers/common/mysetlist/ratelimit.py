@@ -61,6 +61,9 @@ EVENTS_TRACK = "events.track"
 # Issue 5, the moderation API (helper C): moderators reading and deciding on flagged votes.
 MODERATION_READ = "moderation.read"
 MODERATION_WRITE = "moderation.write"
+# Issue 7, A/B testing: serving a placement's content (every page view) and managing experiments.
+EXPERIMENTS_SERVE = "experiments.serve"
+EXPERIMENTS_MANAGE = "experiments.manage"
 
 _US = 1_000_000
 # A degraded decision is logged at most this often per container (seconds).
@@ -122,6 +125,10 @@ DEFAULT_BUDGETS: Mapping[str, Budget] = {
         # one by one (a sustained 2 decisions a second per moderator).
         Budget(MODERATION_READ, 300, 60, Scope.USER, "moderation queue requests"),
         Budget(MODERATION_WRITE, 120, 60, Scope.USER, "moderation decisions"),
+        # Issue 7: every page view asks for its placements' content (a few per page, one address
+        # may be a venue's Wi-Fi); content managers creating, changing and analysing experiments.
+        Budget(EXPERIMENTS_SERVE, 1200, 60, Scope.ADDRESS, "content requests"),
+        Budget(EXPERIMENTS_MANAGE, 120, 60, Scope.USER, "experiment requests"),
     )
 }
 

@@ -50,6 +50,9 @@ class Settings(BaseModel):
     predictions_table: str = ""
     trainer_function: str = ""
 
+    # --- A/B testing (issue 7): experiments, assignments, interactions and counters.
+    experiments_table: str = ""
+
     # --- Cache (layers/common/mysetlist/cache). Defaults are the original design's.
     # Valkey endpoint: redis://host:port/0 locally, rediss://host:port in AWS (ElastiCache
     # Serverless requires TLS). Empty: the cache runs L1 only.
