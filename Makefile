@@ -28,7 +28,7 @@ SHOW ?=
 ROLE ?= user
 
 .PHONY: help venv sam-venv lint format validate test test-unit test-integration test-e2e \
-        build dev token import bench clean openapi eval-fraud backtest predict bench-predictions ab-stats
+        build dev token import bench clean openapi eval-fraud backtest predict bench-predictions ab-stats bench-ab
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ test-unit: $(PY) ## unit tests (pure logic, no network)
 	$(PY) -m pytest tests/unit -q -n 2
 
 test-integration: $(PY) ## handlers in-process with events from events/, against moto
-	$(PY) -m pytest tests/integration -q -n 2
+	$(PY) -m pytest tests/integration -q -n 2 --dist loadfile
 
 test-e2e: $(PY) ## the local stack over HTTP
 	$(PY) -m pytest tests/e2e -q
@@ -128,7 +128,10 @@ eval-fraud: $(PY) ## suspicious-activity detectors on simulated organic voting w
 bench-votes: $(PY) ## tally writes per 1k votes vs minimum, processor vs naive throughput, hottest partition at 10k votes/s (JSON lines)
 	$(BENCH_ENV) $(PY) -m tests.bench.votes_bench
 
-bench: sizes bench-cold-start bench-cache bench-votes bench-predictions ## benchmarks (never part of make test)
+bench-ab: $(PY) ## A/B analysis latency with 10^3 vs 10^7 recorded interactions, same shape, side by side (JSON lines)
+	$(BENCH_ENV) $(PY) -m tests.bench.ab_bench $(BENCH_ARGS)
+
+bench: sizes bench-cold-start bench-cache bench-votes bench-predictions bench-ab ## benchmarks (never part of make test)
 
 openapi: $(PY) ## regenerate docs/openapi from the FastAPI apps (a unit test fails when they are stale)
 	$(PY) -m tests.tools.openapi

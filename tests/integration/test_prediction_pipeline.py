@@ -541,6 +541,7 @@ def test_a_throttled_score_write_fails_its_record_and_trains_nothing(
 
     predictor, trainer = pipeline
     day = UPCOMING[1]
+    predictor.predict(show_id(day), force_refresh=True)  # the stored prediction to score
     setlist = _record_setlist(env, day, CORE[:5] + ROTATION[5:12])
     records = env["reader"].new_records()
     setlist_records = [r for r in records if r["dynamodb"]["Keys"]["SK"]["S"] == keys.ACTUAL_SETLIST_SK]
@@ -658,9 +659,10 @@ def test_setlists_recorded_after_the_snapshot_are_read_from_the_catalogue(
 
 
 def test_a_re_recorded_setlist_rescores_the_prediction(
-    env: dict[str, Any], trained: dict[str, Any], trainer_handler: Any
+    env: dict[str, Any], trained: dict[str, Any], trainer_handler: Any, pipeline: tuple[Predictor, Trainer]
 ) -> None:
     day = UPCOMING[5]
+    pipeline[0].predict(show_id(day), force_refresh=True)  # the stored prediction to score
     stored = env["store"].get_prediction(show_id(day))
     assert stored is not None
     _record_setlist(env, day, ROTATION[:12])
