@@ -311,3 +311,19 @@ def test_every_analysis_answers_on_get_and_patch_with_the_originals_fields(
     assert sum(v["clicks"] for v in live["variants"]) == 4
     assert manager.call("GET", {"test_id": test["test_id"], "action": "nonsense"})[0] == 422
     assert manager.call("PATCH", {"test_id": test["test_id"], "action": "nonsense"})[0] == 400
+
+
+def test_the_canonical_events_answer(api: Any, settings: Any) -> None:
+    """events/ab_testing_api/ against the local stack's demo experiment (the same seed code)."""
+    from tests.harness.events import load_event
+    from tests.local_stack.seed import DEMO_EXPERIMENT_ID, seed_demo_experiment
+
+    assert seed_demo_experiment(settings, report=lambda _line: None) == DEMO_EXPERIMENT_ID
+    assert seed_demo_experiment(settings, report=lambda _line: None) == DEMO_EXPERIMENT_ID  # kept as it is
+    status, served = call_http(api, load_event("ab_testing_api/serve_content.json"))
+    assert status == 200, served
+    assert (served["source"], served["test_id"]) == ("experiment", DEMO_EXPERIMENT_ID)
+    status, tracked = call_http(api, load_event("ab_testing_api/track_events.json"))
+    assert status == 200, tracked
+    assert [e["outcome"] for e in tracked["events"]] == ["recorded", "recorded"]
+    assert tracked["variant_id"] == served["variant_id"]

@@ -117,3 +117,49 @@ def seed(files: Sequence[Path], settings: Any, *, report: Callable[[str], None])
         )
         log.info("imported %s in %.1f s: %s", path.name, elapsed, summary)
     return results
+
+
+DEMO_EXPERIMENT_ID = "demo-home-hero"
+DEMO_CONTENT_TYPE = "banner"
+DEMO_PLACEMENT = "home-hero"
+
+
+def seed_demo_experiment(settings: Any, *, report: Callable[[str], None]) -> str:
+    """A running A/B test on the home page's hero banner (the id the sample events in
+    ``events/ab_testing_api/`` use), with the placement's default content, written through the
+    project's own experiment store as the API would. Kept as it is when it exists already."""
+    from mysetlist.dynamo import client_for
+    from mysetlist.experiments.definitions import Action, Experiment, ExperimentIn
+    from mysetlist.experiments.store import ExperimentStore
+
+    store = ExperimentStore(client_for(settings), settings.experiments_table)
+    if store.get(DEMO_EXPERIMENT_ID) is not None:
+        return DEMO_EXPERIMENT_ID
+    now = dt.datetime.now(dt.UTC)
+    store.put_default(
+        DEMO_CONTENT_TYPE, DEMO_PLACEMENT, {"headline": "Vote for tonight's setlist"}, "local-stack", now
+    )
+    spec = ExperimentIn.model_validate(
+        {
+            "name": "Home hero headline",
+            "description": "Demo experiment of the local stack: does urgency get more fans voting?",
+            "content_type": DEMO_CONTENT_TYPE,
+            "placement": DEMO_PLACEMENT,
+            "variants": [
+                {
+                    "name": "Control",
+                    "content": {"headline": "Vote for tonight's setlist"},
+                    "weight": 50,
+                    "is_control": True,
+                },
+                {"name": "Urgent", "content": {"headline": "Doors open soon: vote now"}, "weight": 50},
+            ],
+            "primary_metric": {"name": "voted", "type": "proportion", "event": "conversion"},
+            "guardrail_metrics": [{"name": "engaged_seconds", "type": "mean", "event": "engagement"}],
+        },
+        context={"now": now},
+    )
+    draft = store.create(Experiment.create(spec, by="local-stack", now=now, test_id=DEMO_EXPERIMENT_ID))
+    store.save(draft.apply_action(Action.START, "local-stack", now), previous=draft)
+    report(f"A/B demo experiment {DEMO_EXPERIMENT_ID} running on {DEMO_CONTENT_TYPE}/{DEMO_PLACEMENT}")
+    return DEMO_EXPERIMENT_ID

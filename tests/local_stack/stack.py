@@ -575,12 +575,13 @@ class LocalStack:
 
     def _seed(self) -> None:
         from mysetlist.settings import load_settings
-        from tests.local_stack.seed import seed
+        from tests.local_stack.seed import seed, seed_demo_experiment
 
         # The demo shows first: an import reads what the artist already has, and moto answers
         # index queries over thousands of large setlist items slowly.
         files = [write_demo_shows(self.state_dir), GRATEFUL_DEAD, *self.config.extra_data]
         self.seed_results = seed(files, load_settings(), report=lambda line: log.info("import: %s", line))
+        seed_demo_experiment(load_settings(), report=lambda line: log.info("seed: %s", line))
 
     # -- local endpoints and output -------------------------------------------------------
 
@@ -670,6 +671,8 @@ class LocalStack:
             f"More: make token USER=<id> ROLE=<{'|'.join(tokens.GROUPS)}> PORT={self.config.port}",
             f'Try:  curl -H "Authorization: Bearer $(make -s token USER=demo-user PORT={self.config.port})" '
             f"'{self.base_url}/api/votes?show_id=<show_id>'",
+            f"A/B:  curl -H 'X-Device-Id: my-device-0001' "
+            f"'{self.base_url}/api/content/ab-testing?content_type=banner&placement=home-hero'",
             "",
             f"moto: {self.moto_endpoint}   valkey: {self._valkey.url if self._valkey else '-'}   "
             f"stream chaos: {self.config.chaos} (seed {self.config.chaos_seed})",
