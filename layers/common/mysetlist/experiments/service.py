@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from mysetlist.errors import Conflict, InvalidRequest
@@ -27,6 +28,7 @@ from mysetlist.experiments import results as analysis
 from mysetlist.experiments.assignment import AssignmentContext, assign
 from mysetlist.experiments.definitions import EventKind, Experiment, Method
 from mysetlist.experiments.store import ExperimentStore
+from mysetlist.observability import metrics
 
 MAX_EVENTS_PER_REQUEST = 25
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
@@ -136,8 +138,12 @@ def serve(
         for experiment in live:
             served = _variant_for(store, experiment, context, now)
             if served is not None:
+                metrics.add_metric(name="VariantsServed", unit=MetricUnit.Count, value=1)
+                if served.first_exposure:
+                    metrics.add_metric(name="ExposuresRecorded", unit=MetricUnit.Count, value=1)
                 return served
     default = store.get_default(content_type, placement)
+    metrics.add_metric(name="DefaultContentServed", unit=MetricUnit.Count, value=1)
     return ServedContent(
         content_type=content_type,
         placement=placement,
@@ -199,6 +205,12 @@ def track(store: ExperimentStore, body: TrackIn, subject: str, now: dt.datetime)
         variant_id = done.variant_id
         outcomes.append(
             EventOutcome(event_id=event.event_id, outcome=done.outcome, counted=list(done.counted))
+        )
+    recorded = sum(1 for o in outcomes if o.outcome == "recorded")
+    metrics.add_metric(name="InteractionsRecorded", unit=MetricUnit.Count, value=recorded)
+    if recorded < len(outcomes):
+        metrics.add_metric(
+            name="InteractionsDuplicate", unit=MetricUnit.Count, value=len(outcomes) - recorded
         )
     return Tracked(test_id=experiment.test_id, variant_id=variant_id, phase=experiment.phase, events=outcomes)
 

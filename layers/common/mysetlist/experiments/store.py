@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from mysetlist.breaker import CircuitOpenError
@@ -93,7 +94,7 @@ from mysetlist.experiments.definitions import (
     placement_pk,
 )
 from mysetlist.models import Page
-from mysetlist.observability import remaining_time_ms
+from mysetlist.observability import metrics, remaining_time_ms
 from mysetlist.pagination import decode_cursor, encode_cursor
 from mysetlist.retry import pause_before_retry
 from mysetlist.timestamps import parse_utc
@@ -1287,6 +1288,8 @@ def _layer_full(layer: str, ranges: Mapping[str, tuple[int, int]], width: int, t
 
 
 def _busy(what: str) -> Unavailable:
+    # Operators see it on the dashboard: sustained, it means a counter shard is too hot.
+    metrics.add_metric(name="ExperimentWritesGivenUp", unit=MetricUnit.Count, value=1)
     return Unavailable(
         f"{what} was not recorded: too many concurrent changes; retry shortly (nothing was changed)",
         details={"retryable": True, "outcome": "unchanged"},
