@@ -49,6 +49,7 @@ from mysetlist.experiments.definitions import (
     Status,
 )
 from mysetlist.experiments.store import ExperimentStore
+from mysetlist.fans import FanStore
 from mysetlist.jwt_verify import JwtVerifier
 from mysetlist.profiles import ProfileStore, cached_account_created_at
 from mysetlist.ratelimit import EVENTS_TRACK, EXPERIMENTS_MANAGE, EXPERIMENTS_SERVE
@@ -61,6 +62,8 @@ _db = client_for(settings)
 cache = shared_cache()
 store = ExperimentStore(_db, settings.experiments_table)
 profiles = ProfileStore(_db, settings.users_table) if settings.users_table else None
+# The artists a signed-in caller follows (voted on a show of: mysetlist.fans), for targeting.
+fans = FanStore(_db, settings.users_table, cache) if settings.users_table else None
 verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
 token_holder = token_caller(verifier)
 
@@ -231,6 +234,8 @@ async def change_or_analyse(
         changed = experiment.apply_patch(validated(ExperimentPatch, body), manager.user_id, now)
     else:
         changed = experiment.apply_action(_LIFECYCLE[action], manager.user_id, now)
+    if changed == experiment:  # nothing to change: no new version, nothing written
+        return {"test": service.public(experiment)}
     saved = store.save(changed, previous=experiment)
     running_experiments.forget(saved.content_type, saved.placement)
     return {"test": service.public(saved)}
@@ -269,7 +274,11 @@ def caller_context(
     now: dt.datetime,
 ) -> AssignmentContext | None:
     """What targeting and segments know of the caller; None when it has no identity to keep an
-    assignment sticky to (no token and no device id: it is served the default content)."""
+    assignment sticky to (no token and no device id: it is served the default content).
+
+    A signed-in caller's followed artists (those it has voted on a show of) are read for
+    ``artist_followers`` targeting: cached for a few minutes and dropped when it becomes a new
+    fan; empty when they cannot be read now. Anonymous callers follow no one."""
     subject = subject_for(caller.user_id if caller else None, device_id)
     if subject is None:
         return None
@@ -277,10 +286,13 @@ def caller_context(
     return AssignmentContext(
         subject=subject,
         device=device or device_from_user_agent(request.headers.get("user-agent")),
-        # A CDN's country header (set by CloudFront, not the client) wins over the query.
+        # A CDN in front (CloudFront) sets the viewer's country header and it wins over the
+        # query; without one a client can send it as it can send ?region=. Either way it is a
+        # targeting hint, never an access control.
         region=request.headers.get(COUNTRY_HEADER) or region or "",
         role=segment_role([r.value for r in caller.roles] if caller else None),
         user_type=user_type_for(created, now) if caller else "",
+        follows=fans.artists_of(caller.user_id) if caller and fans else frozenset(),
     )
 
 

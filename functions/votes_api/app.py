@@ -4,6 +4,7 @@ GET /api/trending (anonymous)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
@@ -24,6 +25,7 @@ from mysetlist.cache import shared_cache
 from mysetlist.catalog_cache import CachedCatalogStore
 from mysetlist.dynamo import client_for
 from mysetlist.errors import InvalidRequest
+from mysetlist.fans import FanStore
 from mysetlist.jwt_verify import JwtVerifier
 from mysetlist.models import Id, ShowVotes, Trending, TrendingScope, VoteIn, VoteOut
 from mysetlist.profiles import ProfileStore, cached_account_created_at
@@ -50,6 +52,8 @@ tallies = TallyStore(
 )
 board = TrendingBoard(lambda: valkey_client(settings), tallies.activity)
 profiles = ProfileStore(_db, settings.users_table) if settings.users_table else None
+# Who follows which artist (a vote makes a fan: mysetlist.fans), for A/B targeting.
+fans = FanStore(_db, settings.users_table, cache) if settings.users_table else None
 verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
 
 app = create_app("MySetlist votes API")
@@ -80,7 +84,8 @@ async def cast_vote(
     ] = None,
 ) -> VoteOut:
     signals = client_signals(request, caller, x_device_id)
-    return voting.cast_vote(catalog, votes, caller, body, dt.datetime.now(dt.UTC), signals)
+    now = dt.datetime.now(dt.UTC)
+    return voting.cast_vote(catalog, votes, caller, body, now, signals, on_cast=fan_recorder(caller, now))
 
 
 @app.get(
@@ -125,6 +130,17 @@ def client_signals(request: Request, caller: Caller, device_id: str | None) -> C
         device_id=device_id,
         account_created_at=account_created_at(caller.user_id),
     )
+
+
+def fan_recorder(caller: Caller, now: dt.datetime) -> Callable[[str], object] | None:
+    """Records that the caller follows the artist whose show it voted on (mysetlist.fans: a
+    vote cast is the platform's signal of fandom). At most one UsersTable write per user and
+    artist per hour, and a failure is logged and counted, never the vote's; None without a
+    users table."""
+    store = fans
+    if store is None:
+        return None
+    return lambda artist_id: store.record(caller.user_id, artist_id, now)
 
 
 def account_created_at(user_id: str) -> dt.datetime | None:

@@ -140,6 +140,9 @@ def test_serving_is_sticky_records_one_exposure_and_falls_back_to_the_default(
         {"content_type": "banner", "placement": where, "content": {"headline": "Hi"}},
     )
     assert status == 200
+    huge = {"content_type": "banner", "placement": where, "content": {"html": "x" * 9000}}
+    status, refused = manager.call("POST", {"action": "default_content"}, huge)
+    assert status == 422, refused
     test = started(manager, definition(where))
 
     status, served = Client(api, issuer).call("GET", query)
@@ -240,6 +243,8 @@ def test_a_running_experiment_changes_its_variants_only_in_a_new_phase(manager: 
     target = {"test_id": test["test_id"]}
     status, refused = manager.call("PATCH", target, {"variants": three})
     assert status == 409, refused
+    status, same = manager.call("PATCH", target, {"name": test["name"]})  # changes nothing
+    assert (status, same["test"]["version"]) == (200, test["version"])
     status, stale = manager.call(
         "PATCH", {**target, "expected_version": str(test["version"] - 1)}, {"name": "x"}
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,6 +21,7 @@ from mysetlist.models import (
     Trending,
     TrendingItem,
     TrendingScope,
+    VoteAction,
     VoteIn,
     VoteOut,
 )
@@ -70,9 +72,15 @@ def cast_vote(
     request: VoteIn,
     now: dt.datetime,
     signals: ClientSignals | None = None,
+    on_cast: Callable[[str], object] | None = None,
 ) -> VoteOut:
     """Toggle the caller's vote on a song of an upcoming show (see VotesStore.toggle). The
-    client's ``signals`` are stored with the vote for suspicious-activity detection."""
+    client's ``signals`` are stored with the vote for suspicious-activity detection.
+
+    ``on_cast`` is called with the show's artist id once a vote is created or switched: not when
+    the toggle removed it, never for a refused vote. The votes API records there that the caller
+    follows the artist (``mysetlist.fans``). The vote is stored by then, so the callback must
+    not raise (``FanStore.record`` never does)."""
     show = catalog.get_show(request.show_id)
     if show is None:
         raise NotFound(f"no show with id '{request.show_id}'")
@@ -91,6 +99,8 @@ def cast_vote(
         attributes={"artist_id": show.artist_id, **(signals or ClientSignals()).item_attributes()},
     )
     metrics.add_metric(name=f"Votes{written.action.value.capitalize()}", unit=MetricUnit.Count, value=1)
+    if on_cast is not None and written.action is not VoteAction.REMOVED:
+        on_cast(show.artist_id)
     return VoteOut(
         action=written.action, show_id=show.show_id, song_id=request.song_id, vote_type=written.vote_type
     )

@@ -21,12 +21,12 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from mysetlist.errors import Conflict, InvalidRequest
 from mysetlist.experiments import results as analysis
 from mysetlist.experiments.assignment import AssignmentContext, assign
-from mysetlist.experiments.definitions import EventKind, Experiment, Method
+from mysetlist.experiments.definitions import MAX_CONTENT_BYTES, EventKind, Experiment, Method, content_json
 from mysetlist.experiments.store import ExperimentStore
 from mysetlist.observability import metrics
 
@@ -77,7 +77,20 @@ class DefaultContentIn(_Body):
 
     content_type: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     placement: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-    content: dict[str, JsonValue]
+    content: dict[str, JsonValue] = Field(
+        description=f"JSON object (at most {MAX_CONTENT_BYTES} bytes as JSON, as a variant's content)"
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _small_json(cls, content: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        size = len(content_json(content).encode("utf-8"))
+        if size > MAX_CONTENT_BYTES:
+            raise ValueError(
+                f"content is {size} bytes as JSON, more than the {MAX_CONTENT_BYTES} allowed: serve a "
+                "reference (an id or a URL) instead of the payload"
+            )
+        return content
 
 
 # ---------------------------------------------------------------------------------- answers
