@@ -67,9 +67,10 @@ fans = FanStore(_db, settings.users_table, cache) if settings.users_table else N
 verifier = JwtVerifier(settings.jwt_issuer, [settings.jwt_audience])
 token_holder = token_caller(verifier)
 
-# A placement's running experiments are read on every content request: cached briefly, so a
-# started, paused or changed experiment is served (or not) everywhere within this many seconds.
-RUNNING_CACHE_SECONDS = 15.0
+# A placement's running experiments and default content are read on every content request:
+# cached briefly, so a started, paused or changed experiment, or a new default, is served
+# everywhere within this many seconds.
+PLACEMENT_CACHE_SECONDS = 15.0
 MANAGERS = (Role.ADMIN, Role.CONTENT_MANAGER)
 COUNTRY_HEADER = "cloudfront-viewer-country"
 
@@ -126,7 +127,9 @@ async def read(
             raise InvalidRequest("content_type and placement serve content: leave out test_id and action")
         charge_budget(EXPERIMENTS_SERVE, request, response, caller)
         context = caller_context(request, caller, device_id, device, region, now)
-        return service.serve(store, running_experiments, context, content_type, placement, now)
+        return service.serve(
+            store, placements.running, placements.default, context, content_type, placement, now
+        )
     manage(request, response, caller)
     if test_id is None:
         if action is not None:
@@ -175,6 +178,7 @@ async def create_or_track(
         stored = store.put_default(
             default.content_type, default.placement, default.content, manager.user_id, now
         )
+        placements.forget(stored.content_type, stored.placement)
         response.status_code = 200
         return {
             "content_type": stored.content_type,
@@ -185,7 +189,7 @@ async def create_or_track(
         }
     spec = validated(ExperimentIn, body, now=now)
     created = store.create(Experiment.create(spec, by=manager.user_id, now=now))
-    running_experiments.forget(created.content_type, created.placement)
+    placements.forget(created.content_type, created.placement)
     return {"test": service.public(created)}
 
 
@@ -237,7 +241,7 @@ async def change_or_analyse(
     if changed == experiment:  # nothing to change: no new version, nothing written
         return {"test": service.public(experiment)}
     saved = store.save(changed, previous=experiment)
-    running_experiments.forget(saved.content_type, saved.placement)
+    placements.forget(saved.content_type, saved.placement)
     return {"test": service.public(saved)}
 
 
@@ -309,26 +313,37 @@ def device_from_user_agent(user_agent: str | None) -> str:
     return "desktop"
 
 
-class _RunningCache:
-    """The running experiments of a placement through the shared cache (L1 + Valkey), for
-    ``RUNNING_CACHE_SECONDS``; a change made here forgets its placement at once."""
+class _PlacementCache:
+    """A placement's running experiments and default content through the shared cache (L1 +
+    Valkey), for ``PLACEMENT_CACHE_SECONDS``: every page view reads them, admins change them
+    rarely. A change made here forgets its placement at once."""
 
-    def __call__(self, content_type: str, placement: str) -> list[Experiment]:
+    def running(self, content_type: str, placement: str) -> list[Experiment]:
         raw = cache.get(
-            self._key(content_type, placement),
+            self._key("running", content_type, placement),
             lambda: [e.model_dump(mode="json") for e in store.running(content_type, placement)],
-            ttl=RUNNING_CACHE_SECONDS,
+            ttl=PLACEMENT_CACHE_SECONDS,
         )
         return [Experiment.model_validate(item) for item in raw]
 
+    def default(self, content_type: str, placement: str) -> dict[str, Any] | None:
+        def load() -> dict[str, Any]:
+            found = store.get_default(content_type, placement)
+            return {"content": found.content if found is not None else None}
+
+        cached = cache.get(self._key("default", content_type, placement), load, ttl=PLACEMENT_CACHE_SECONDS)
+        content: dict[str, Any] | None = cached["content"]
+        return content
+
     def forget(self, content_type: str, placement: str) -> None:
-        cache.delete(self._key(content_type, placement))
+        for kind in ("running", "default"):
+            cache.delete(self._key(kind, content_type, placement))
 
     @staticmethod
-    def _key(content_type: str, placement: str) -> str:
-        return f"experiments:running:{content_type}:{placement}"
+    def _key(kind: str, content_type: str, placement: str) -> str:
+        return f"experiments:{kind}:{content_type}:{placement}"
 
 
-running_experiments = _RunningCache()
+placements = _PlacementCache()
 
 handler: Any = lambda_handler(app)

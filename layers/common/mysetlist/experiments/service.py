@@ -135,13 +135,15 @@ class Tracked(BaseModel):
 def serve(
     store: ExperimentStore,
     running: Callable[[str, str], Sequence[Experiment]],
+    default: Callable[[str, str], dict[str, Any] | None],
     context: AssignmentContext | None,
     content_type: str,
     placement: str,
     now: dt.datetime,
 ) -> ServedContent:
     """The caller's content for a placement (see the module docstring). ``running`` lists the
-    placement's running experiments (cached by the caller: definitions change rarely);
+    placement's running experiments and ``default`` gives its default content (None when none
+    is set): both read on every page view and changed rarely, so the caller caches them.
     ``context`` is None for a caller with no identity (no token, no device id)."""
     if context is not None:
         live = sorted(
@@ -155,13 +157,13 @@ def serve(
                 if served.first_exposure:
                     metrics.add_metric(name="ExposuresRecorded", unit=MetricUnit.Count, value=1)
                 return served
-    default = store.get_default(content_type, placement)
+    content = default(content_type, placement)
     metrics.add_metric(name="DefaultContentServed", unit=MetricUnit.Count, value=1)
     return ServedContent(
         content_type=content_type,
         placement=placement,
-        source="default" if default is not None else "none",
-        content=default.content if default is not None else None,
+        source="default" if content is not None else "none",
+        content=content,
     )
 
 
