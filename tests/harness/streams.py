@@ -6,6 +6,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+PAGE_SIZE = 1000  # GetRecords' maximum
+MAX_PAGES = 100  # a test writes hundreds of records between reads, never a hundred thousand
+
 
 @dataclass
 class StreamReader:
@@ -44,12 +47,17 @@ class StreamReader:
                     StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
                 )["ShardIterator"]
             )
-            while True:
-                page = self.client.get_records(ShardIterator=iterator, Limit=1000)
+            for _ in range(MAX_PAGES):
+                page = self.client.get_records(ShardIterator=iterator, Limit=PAGE_SIZE)
                 iterator = page["NextShardIterator"]
                 records.extend(self._lambda_shaped(record) for record in page["Records"])
-                if not page["Records"]:
+                if len(page["Records"]) < PAGE_SIZE:  # caught up: later writes are the next call's
                     break
+            else:
+                raise RuntimeError(
+                    f"{self.stream_arn}: more than {MAX_PAGES * PAGE_SIZE} records in one read; a test "
+                    "is writing to the stream while it is read, or a reader is far behind"
+                )
             self._next[shard_id] = iterator
         return records
 
